@@ -1,0 +1,42 @@
+//! The config file exactly as written: serde structs that refuse unknown fields. Values that need
+//! a line number in later validation errors are `Spanned`.
+
+use super::units::{ConfDuration, ConfSize};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub http: Option<Spanned<String>>,
+    pub https: Option<Spanned<String>>,
+    pub certdir: Option<Spanned<String>>,
+    pub acme_webroot: Option<Spanned<String>>,
+    pub shutdown_grace: Option<ConfDuration>,
+    pub log_level: Option<Spanned<String>>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    pub rooms: Option<Spanned<toml::Value>>,
+    pub push: Option<Spanned<toml::Value>>,
+    pub strip_prefix: Option<bool>,
+    pub preserve_host: Option<bool>,
+    pub max_body: Option<Spanned<ConfSize>>,
+    pub connect_timeout: Option<Spanned<ConfDuration>>,
+    pub response_timeout: Option<Spanned<ConfDuration>>,
+}
