@@ -1,1 +1,126 @@
-fn main() {}
+//! The `wsedge` command line: parse arguments, set up logging, call the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wsedge::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "wsedge", version, about = "TLS-terminating edge proxy specialised for WebSockets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the given config.
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Load and validate the config exactly as `run` does; exit non-zero listing every problem.
+    Check {
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Write a development CA (DIR/ca.pem) and certificates in certbot's layout under DIR.
+    DevCerts {
+        dir: PathBuf,
+        /// One certificate per --name; "a.test,b.test" gives one certificate with both SANs.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Under journald (JOURNAL_STREAM set) or a pipe: no colours; journald adds its own timestamp.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::stderr().is_terminal());
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} route(s), http {}, https {})",
+                    config.display(),
+                    c.routes.len(),
+                    c.server.http,
+                    c.server.https
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&cfg.server.log_level);
+            match run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::DevCerts { dir, names } => match dev_certs(&dir, &names) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+#[tokio::main]
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let running = wsedge::server::start(cfg).await.context("cannot start")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+fn dev_certs(dir: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
+    wsedge::tls::install_crypto_provider();
+    std::fs::create_dir_all(dir)?;
+    let ca = wsedge::tls::devcerts::DevCa::new()?;
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem)?;
+    for name in names {
+        let sans: Vec<&str> = name.split(',').collect();
+        let folder = sans[0].trim_start_matches("*.");
+        ca.write_certbot(dir, folder, &sans, 1)?;
+        println!("{}/live/{folder}/ ({})", dir.display(), sans.join(", "));
+    }
+    println!("trust {}/ca.pem in your clients (e.g. curl --cacert)", dir.display());
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The request pipeline, in the order it runs for every request:
+//! 1. framing checks (smuggling attempts are refused with 400 before anything else);
+//! 2. route lookup by host and path (404 when nothing matches);
+//! 3. a WebSocket upgrade goes to [`websocket`], anything else to [`http`];
+//! 4. the access-log line is written when the response body ends (or the WebSocket closes).
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod http;
+pub mod routes;
+pub mod websocket;
+
+use crate::config::{Config, RouteAction, RouteConfig, Upstream};
+use ::http::{HeaderMap, Request, Response, Version, header};
+use body::ProxyBody;
+use error::ProxyError;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use routes::RouteTable;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the listener knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Per-route state built once from the config.
+pub struct RouteState {
+    pub upstream: Upstream,
+    /// Pooled keep-alive HTTP/1.1 connections to this route's upstream.
+    pub client: Client<HttpConnector, body::CappedBody<Incoming>>,
+}
+
+pub struct Proxy {
+    routes: RouteTable<RouteState>,
+    access_log: bool,
+    /// Cancelled on SIGTERM: open WebSockets get close 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks detached WebSocket relays so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Proxy {
+    pub fn new(config: &Config, shutdown: CancellationToken, tracker: TaskTracker) -> Proxy {
+        let routes = config.routes.iter().map(|r| {
+            let RouteAction::Upstream(up) = &r.action;
+            let mut conn = HttpConnector::new();
+            conn.set_connect_timeout(Some(r.connect_timeout));
+            conn.set_nodelay(true);
+            let client = Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .build(conn);
+            (
+                r.clone(),
+                RouteState {
+                    upstream: up.clone(),
+                    client,
+                },
+            )
+        });
+        Proxy {
+            routes: RouteTable::new(routes),
+            access_log: config.server.access_log,
+            shutdown,
+            tracker,
+        }
+    }
+
+    /// hyper's service entry point; never fails (errors become responses).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+        let started = Instant::now();
+        let version = req.version();
+        let mut log = AccessLog {
+            enabled: self.access_log,
+            peer: conn.peer,
+            method: req.method().to_string(),
+            host: request_host(&req).unwrap_or_default(),
+            path: req.uri().path().to_string(),
+            version,
+            started,
+        };
+        let mut resp = match self.route_request(req, conn, &mut log).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                match e.culprit() {
+                    error::Culprit::Client => tracing::debug!(peer = %conn.peer, error = %e, "request refused"),
+                    _ => tracing::warn!(peer = %conn.peer, error = %e, "proxy error"),
+                }
+                e.response()
+            }
+        };
+        if version == Version::HTTP_2 {
+            resp.headers_mut().remove(header::CONNECTION);
+        }
+        if resp.status() == ::http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(resp); // the relay task writes the session's access-log line
+        }
+        let status = resp.status().as_u16();
+        Ok(resp.map(|b| {
+            use http_body_util::BodyExt;
+            body::LoggedBody::new(b, move |bytes_out| log.http(status, bytes_out)).boxed()
+        }))
+    }
+
+    async fn route_request(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        check_framing(req.headers())?;
+        let host = request_host(&req);
+        let (route, state) = self
+            .routes
+            .find(host.as_deref(), req.uri().path())
+            .ok_or(ProxyError::NoRoute)?;
+        if headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11 {
+            return websocket::forward(self, req, route, state, conn, log.clone()).await;
+        }
+        http::forward(route, state, req, conn).await
+    }
+}
+
+/// Refuse what could desynchronise us and the upstream (RFC 9112 §6.3): both Content-Length and
+/// Transfer-Encoding, or a Content-Length that is not one clean number.
+fn check_framing(h: &HeaderMap) -> Result<(), ProxyError> {
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let ok = |v: &::http::HeaderValue| {
+            !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit) && v.len() <= 19
+        };
+        if !ok(first) || lengths.any(|v| v != first) {
+            return Err(ProxyError::BadRequest("invalid Content-Length"));
+        }
+    }
+    Ok(())
+}
+
+/// Host the client asked for: the URI authority (HTTP/2, absolute-form) or the Host header,
+/// lower-case, without port.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            let auth: ::http::uri::Authority = h.parse().ok()?;
+            Some(auth.host().to_string())
+        })?;
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Upstream request target: base path + (possibly stripped) request path + query.
+pub fn upstream_path(route: &RouteConfig, up: &Upstream, uri: &::http::Uri) -> String {
+    let path = uri.path();
+    let path = if route.strip_prefix {
+        routes::strip(&route.path, path)
+    } else {
+        path
+    };
+    let mut target = format!("{}{}", up.base_path, path);
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    target
+}
+
+/// The fields of one access-log line (target `access`).
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    enabled: bool,
+    peer: SocketAddr,
+    method: String,
+    host: String,
+    path: String,
+    version: Version,
+    started: Instant,
+}
+
+impl AccessLog {
+    fn http(&self, status: u16, bytes_out: u64) {
+        if !self.enabled {
+            return;
+        }
+        tracing::info!(
+            target: "access",
+            kind = "http",
+            client = %self.peer.ip().to_canonical(),
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            version = ?self.version,
+            status,
+            bytes_out,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+        );
+    }
+
+    fn websocket(&self, outcome: &crate::ws::relay::RelayOutcome) {
+        if !self.enabled {
+            return;
+        }
+        tracing::info!(
+            target: "access",
+            kind = "websocket",
+            client = %self.peer.ip().to_canonical(),
+            host = %self.host,
+            path = %self.path,
+            status = 101u16,
+            bytes_in = outcome.bytes_from_client,
+            bytes_out = outcome.bytes_from_upstream,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            close_code = outcome.close_code(),
+            end = ?outcome.end,
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Listeners, the accept loops, per-connection serving and shutdown.
+//!
+//! One [`CancellationToken`] is the shutdown signal for everything and one [`TaskTracker`] holds
+//! every connection and WebSocket relay task. On shutdown: the accept loops stop, hyper
+//! connections finish their in-flight requests (`graceful_shutdown`), relays send close 1001,
+//! and [`Running::shutdown`] waits for the tracker up to `server.shutdown_grace`.
+
+use crate::config::{Config, HostPattern};
+use crate::proxy::{ConnInfo, Proxy};
+use crate::tls::{self, CertStore};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} ({field}): {source}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A started server: its bound addresses, and the handle to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub certs: Arc<CertStore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish, close WebSockets with 1001, and wait up to
+    /// the grace period. Returns false if tasks were still running at the deadline.
+    pub async fn shutdown(self) -> bool {
+        tracing::info!(grace = ?self.grace, "shutting down");
+        self.shutdown.cancel();
+        self.tracker.close();
+        let clean = tokio::time::timeout(self.grace, self.tracker.wait()).await.is_ok();
+        if !clean {
+            tracing::warn!(open = self.tracker.len(), "grace period over, dropping what is left");
+        }
+        clean
+    }
+
+    /// A clone of the shutdown token (cancelling it starts the same shutdown).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Bind the listeners, load certificates and start serving.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    tls::install_crypto_provider();
+    let bind = |field, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { field, addr, source })
+    };
+    let http = bind("server.http", config.server.http).await?;
+    let https = bind("server.https", config.server.https).await?;
+    let hosts: Vec<String> = config
+        .routes
+        .iter()
+        .filter_map(|r| match &r.host {
+            Some(HostPattern::Exact(h)) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    let certs = Arc::new(tls::initial_store(&config.server.certdir, &hosts)?);
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(certs.clone())));
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let proxy = Arc::new(Proxy::new(&config, shutdown.clone(), tracker.clone()));
+    let running = Running {
+        http_addr: http.local_addr().expect("bound socket has an address"),
+        https_addr: https.local_addr().expect("bound socket has an address"),
+        certs,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        grace: config.server.shutdown_grace,
+    };
+    tracing::info!(http = %running.http_addr, https = %running.https_addr, routes = config.routes.len(), "listening");
+    tracker.spawn(accept_loop(http, None, proxy.clone(), shutdown.clone(), tracker.clone()));
+    tracker.spawn(accept_loop(https, Some(acceptor), proxy, shutdown, tracker.clone()));
+    Ok(running)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (proxy, shutdown, tls) = (proxy.clone(), shutdown.clone(), tls.clone());
+        tracker.spawn(async move {
+            match tls {
+                None => serve(tcp, ConnInfo { peer, tls: false }, proxy, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            serve(stream, ConnInfo { peer, tls: true }, proxy, shutdown).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Serve HTTP/1.1 (with upgrades) or HTTP/2 on one connection until it ends or shutdown.
+async fn serve<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| proxy.clone().handle(req, info));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

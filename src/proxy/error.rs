@@ -1,0 +1,83 @@
+//! Every way a proxied request can fail, who caused it, and the one place that maps it to a
+//! status code and a short plain-text body.
+
+use super::body::ProxyBody;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Culprit {
+    Client,
+    Upstream,
+    Us,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request body larger than the route's max_body ({0} bytes)")]
+    BodyTooLarge(u64),
+    #[error("cannot connect to upstream {upstream}: {reason}")]
+    Connect { upstream: String, reason: String },
+    #[error("connecting to upstream {0} timed out")]
+    ConnectTimeout(String),
+    #[error("upstream {0} did not answer in time")]
+    ResponseTimeout(String),
+    #[error("upstream {upstream} failed: {reason}")]
+    Upstream { upstream: String, reason: String },
+}
+
+impl ProxyError {
+    pub fn culprit(&self) -> Culprit {
+        match self {
+            ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
+                Culprit::Client
+            }
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::ResponseTimeout(_)
+            | ProxyError::Upstream { .. } => Culprit::Upstream,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// A short plain-text answer; upstream details stay in our log, not in the client's body.
+    pub fn response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = match self {
+            ProxyError::BadRequest(why) => format!("400 Bad Request: {why}\n"),
+            _ => format!(
+                "{} {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the request may still be on the wire: do not reuse this connection.
+            resp.headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

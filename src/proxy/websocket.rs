@@ -1,0 +1,105 @@
+//! WebSocket forwarding: the client's upgrade request goes to the upstream over HTTP/1.1 with
+//! `Connection: Upgrade` + `Upgrade: websocket` re-created and every end-to-end header kept
+//! (Origin, cookies, Sec-WebSocket-Key/Version/Protocol/Extensions). The upstream's 101 goes back
+//! with its Sec-WebSocket-Accept/Protocol/Extensions, or its non-101 answer unchanged; after a 101
+//! the frame-aware relay runs in a tracked task.
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::{AccessLog, ConnInfo, Proxy, RouteState, headers, upstream_path};
+use crate::config::RouteConfig;
+use crate::ws::relay;
+use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub async fn forward(
+    proxy: &Proxy,
+    mut req: Request<Incoming>,
+    route: &RouteConfig,
+    state: &RouteState,
+    conn: ConnInfo,
+    log: AccessLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let up = &state.upstream;
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let host = super::request_host(&req);
+
+    let mut builder = Request::builder()
+        .method(req.method())
+        .uri(upstream_path(route, up, req.uri()))
+        .version(Version::HTTP_11);
+    let mut h = req.headers().clone();
+    headers::strip_hop_by_hop(&mut h);
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if !route.preserve_host {
+        if let Ok(v) = HeaderValue::from_str(&up.authority) {
+            h.insert(header::HOST, v);
+        }
+    }
+    headers::add_forwarded(&mut h, conn.peer.ip(), if conn.tls { "https" } else { "http" }, host.as_deref());
+    *builder.headers_mut().expect("builder is valid") = h;
+    let upstream_req = builder
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+
+    let tcp = match tokio::time::timeout(route.connect_timeout, TcpStream::connect(&up.authority)).await {
+        Err(_) => return Err(ProxyError::ConnectTimeout(up.authority.clone())),
+        Ok(Err(e)) => {
+            return Err(ProxyError::Connect {
+                upstream: up.authority.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    let upstream_err = |e: hyper::Error| ProxyError::Upstream {
+        upstream: up.authority.clone(),
+        reason: e.to_string(),
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(upstream_err)?;
+    // Drives the upstream connection until the upgrade completes (or the non-101 body ends).
+    tokio::spawn(connection.with_upgrades());
+
+    let mut resp = match tokio::time::timeout(route.response_timeout, sender.send_request(upstream_req)).await {
+        Err(_) => return Err(ProxyError::ResponseTimeout(up.authority.clone())),
+        Ok(r) => r.map_err(upstream_err)?,
+    };
+
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused by the upstream (401, 403, 404, 426, ...): relayed as it is.
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        return Ok(Response::from_parts(parts, body.map_err(Into::into).boxed()));
+    }
+
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let mut client_resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    let mut h = resp.headers().clone();
+    headers::strip_hop_by_hop(&mut h);
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    *client_resp.headers_mut().expect("builder is valid") = h;
+
+    let shutdown = proxy.shutdown.clone();
+    proxy.tracker.spawn(async move {
+        let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade did not complete");
+                return;
+            }
+        };
+        let outcome = relay::relay(TokioIo::new(client_io), TokioIo::new(upstream_io), shutdown).await;
+        log.websocket(&outcome);
+    });
+    Ok(client_resp
+        .body(Empty::new().map_err(|e| match e {}).boxed())
+        .expect("valid 101 response"))
+}

@@ -1,0 +1,98 @@
+//! certbot's layout: `CERTDIR/live/<name>/{fullchain,privkey}.pem`, symlinks into `archive/`.
+
+use super::{LoadedCert, TlsError};
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Load every `live/<name>/` that has both files. Returns what loaded and what was refused
+/// (a refused entry never stops the others). A missing certdir is simply empty.
+pub fn load_dir(certdir: &Path) -> (Vec<LoadedCert>, Vec<TlsError>) {
+    let live = certdir.join("live");
+    let mut certs = Vec::new();
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&live) else {
+        return (certs, errors);
+    };
+    let mut dirs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let (chain, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+        if !dir.is_dir() || !chain.exists() && !key.exists() {
+            continue; // certbot's README file, or an unrelated folder
+        }
+        match load_pair(&chain, &key) {
+            Ok(mut c) => {
+                c.source = format!("live/{}", dir.file_name().unwrap_or_default().to_string_lossy());
+                certs.push(c)
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (certs, errors)
+}
+
+/// Load one certificate chain + key pair, checking that the key matches the leaf.
+pub fn load_pair(chain: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let (chain_pem, key_pem) = (read(chain)?, read(key)?);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: chain.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: chain.display().to_string(),
+            reason: "no CERTIFICATE block".into(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let (names, not_after) = leaf_info(&certs[0]).map_err(|reason| TlsError::Parse {
+        path: chain.display().to_string(),
+        reason,
+    })?;
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let ck = CertifiedKey::from_der(certs, key_der, &provider).map_err(|e| TlsError::KeyMismatch {
+        cert: chain.display().to_string(),
+        key: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(LoadedCert {
+        source: chain.display().to_string(),
+        names,
+        not_after,
+        key: Arc::new(ck),
+    })
+}
+
+/// DNS SANs (lower-case) and notAfter of a leaf certificate.
+pub fn leaf_info(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err("the certificate has no DNS subjectAltName".into());
+    }
+    Ok((names, cert.validity().not_after.timestamp()))
+}
