@@ -82,6 +82,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
+        smuggled: bool,
     ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
         let started = Instant::now();
         let version = req.version();
@@ -94,7 +95,13 @@ impl Proxy {
             version,
             started,
         };
-        let mut resp = match self.route_request(req, conn, &mut log).await {
+        let result = if smuggled {
+            // Seen on the raw bytes by the server's framing guard (hyper hides it).
+            Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"))
+        } else {
+            self.route_request(req, conn, &mut log).await
+        };
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 match e.culprit() {

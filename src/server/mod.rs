@@ -5,6 +5,8 @@
 //! connections finish their in-flight requests (`graceful_shutdown`), relays send close 1001,
 //! and [`Running::shutdown`] waits for the tracker up to `server.shutdown_grace`.
 
+mod framing;
+
 use crate::config::{Config, HostPattern};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, CertStore};
@@ -12,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -146,7 +149,14 @@ async fn serve<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>, shutdown: Cancellati
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| proxy.clone().handle(req, info));
+    let flags = Arc::new(framing::Flags::default());
+    let io = framing::Tracked::new(io, flags.clone());
+    // Requests on one HTTP/1 connection reach the service in order: number them like the tracker.
+    let next_index = AtomicU64::new(0);
+    let svc = hyper::service::service_fn(move |req| {
+        let smuggled = flags.is_flagged(next_index.fetch_add(1, Ordering::Relaxed));
+        proxy.clone().handle(req, info, smuggled)
+    });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);

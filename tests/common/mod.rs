@@ -1,0 +1,152 @@
+//! Test harness: the real wsedge server in-process on 127.0.0.1:0, a real upstream (hyper for
+//! HTTP, tokio-tungstenite for WebSocket) and real clients. No fixed ports; every wait is bounded.
+#![allow(dead_code)]
+
+pub mod raw;
+pub mod upstream;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wsedge::config::Config;
+use wsedge::server::Running;
+
+pub use upstream::{Event, Upstream};
+
+/// Bounded wait for anything in tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct Edge {
+    pub running: Option<Running>,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub certdir: tempfile::TempDir,
+}
+
+impl Edge {
+    /// Start wsedge with `routes` (TOML `[[route]]` tables) and `server_extra` lines for
+    /// `[server]`; listeners on 127.0.0.1:0, certdir a fresh temp dir unless given.
+    pub async fn start(server_extra: &str, routes: &str) -> Edge {
+        let certdir = tempfile::tempdir().unwrap();
+        Self::start_with_certdir(certdir, server_extra, routes).await
+    }
+
+    pub async fn start_with_certdir(certdir: tempfile::TempDir, server_extra: &str, routes: &str) -> Edge {
+        init_tracing();
+        let text = format!(
+            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"{}\"\n{server_extra}\n{routes}",
+            certdir.path().display()
+        );
+        let config = Config::parse(&text, "test.toml", &HashMap::<&str, &str>::new())
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let running = wsedge::server::start(config).await.expect("server starts");
+        Edge {
+            http: running.http_addr,
+            https: running.https_addr,
+            running: Some(running),
+            certdir,
+        }
+    }
+
+    pub async fn shutdown(&mut self) -> bool {
+        self.running.take().expect("running").shutdown().await
+    }
+}
+
+/// A route table line for an upstream.
+pub fn route(path: &str, upstream: SocketAddr, extra: &str) -> String {
+    format!("[[route]]\npath = \"{path}\"\nupstream = \"http://{upstream}\"\n{extra}\n")
+}
+
+/// A port where nothing listens (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Send a raw HTTP/1.1 request and read until the server closes or `WAIT` passes.
+pub async fn raw_request(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Read from a stream until `needle` appears (bounded).
+pub async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One HTTP/1.1 request with hyper's client over a fresh connection.
+pub async fn get(addr: SocketAddr, req: http::Request<Full<bytes::Bytes>>) -> (http::response::Parts, bytes::Bytes) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let resp: http::Response<Incoming> = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(WAIT, body.collect()).await.expect("body in time").unwrap().to_bytes();
+    (parts, body)
+}
+
+pub fn request(path: &str, host: &str) -> http::request::Builder {
+    http::Request::builder().uri(path).header("host", host)
+}
+
+pub fn empty() -> Full<bytes::Bytes> {
+    Full::new(bytes::Bytes::new())
+}
+
+/// A TLS client config trusting the given CA certificate.
+pub fn tls_client(ca: &rustls_pki_types::CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    wsedge::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await
+}
+
+/// DNS SANs of the certificate the server presented.
+pub fn peer_sans(s: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<String> {
+    let certs = s.get_ref().1.peer_certificates().expect("server sent certificates");
+    wsedge::tls::certbot::leaf_info(&certs[0]).unwrap().0
+}
