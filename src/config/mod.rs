@@ -270,20 +270,23 @@ impl Validator<'_> {
         let mut routes = Vec::new();
         let mut seen = HashSet::new();
         for (i, r) in raw.route.iter().enumerate() {
-            if let Some(route) = self.route(i, r) {
-                if !seen.insert((route.host.clone(), route.path.clone())) {
+            let route = self.route(i, r);
+            // Duplicates are judged on host + path alone, even if the route has other problems.
+            let raw_route = r.get_ref();
+            let host = raw_route.host.as_ref().and_then(|h| parse_host_pattern(h.get_ref()).ok());
+            if let Some(path) = raw_route.path.as_ref().and_then(|p| normalise_prefix(p.get_ref()).ok()) {
+                if !seen.insert((host.clone(), path.clone())) {
                     self.problem(
                         format!("route[{i}]"),
                         Some(r),
                         format!(
-                            "duplicate route: another route already has host {} and path {:?}",
-                            route.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "(any)".into()),
-                            route.path
+                            "duplicate route: another route already has host {} and path {path:?}",
+                            host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "(any)".into()),
                         ),
                     );
                 }
-                routes.push(route);
             }
+            routes.extend(route);
         }
         Config { server, routes }
     }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use wsedge::config::Config;
 use wsedge::server::Running;
 
+#[allow(unused_imports)]
 pub use upstream::{Event, Upstream};
 
 /// Bounded wait for anything in tests.
@@ -149,4 +150,51 @@ pub async fn tls_connect(
 pub fn peer_sans(s: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<String> {
     let certs = s.get_ref().1.peer_certificates().expect("server sent certificates");
     wsedge::tls::certbot::leaf_info(&certs[0]).unwrap().0
+}
+
+/// A client verifier that accepts any certificate (to look at the self-signed fallback).
+#[derive(Debug)]
+pub struct AcceptAny(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn tls_client_accept_any() -> Arc<rustls::ClientConfig> {
+    wsedge::tls::install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth(),
+    )
 }
