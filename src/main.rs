@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use wsedge::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "wsedge", version, about = "TLS-terminating edge proxy specialised for WebSockets")]
+#[command(
+    name = "wsedge",
+    version,
+    about = "TLS-terminating edge proxy specialised for WebSockets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,6 +125,9 @@ fn dev_certs(dir: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
         ca.write_certbot(dir, folder, &sans, 1)?;
         println!("{}/live/{folder}/ ({})", dir.display(), sans.join(", "));
     }
-    println!("trust {}/ca.pem in your clients (e.g. curl --cacert)", dir.display());
+    println!(
+        "trust {}/ca.pem in your clients (e.g. curl --cacert)",
+        dir.display()
+    );
     Ok(())
 }

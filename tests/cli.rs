@@ -13,16 +13,27 @@ const BIN: &str = env!("CARGO_BIN_EXE_wsedge");
 fn version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("wsedge {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wsedge {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn check_accepts_the_example_config() {
     let out = Command::new(BIN)
-        .args(["check", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")])
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
 
@@ -35,36 +46,70 @@ fn check_lists_every_problem_with_field_and_line() {
         "[server]\nhttps = \"443\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3001\"\nconnect_timeout = 0\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("3 problem(s)"), "{err}");
-    assert!(err.contains("bad.toml:2: server.https: \"443\" is not a socket address"), "{err}");
-    assert!(err.contains("bad.toml:8: route[1]: duplicate route"), "{err}");
-    assert!(err.contains("bad.toml:11: route[1].connect_timeout: must be greater than 0"), "{err}");
+    assert!(
+        err.contains("bad.toml:2: server.https: \"443\" is not a socket address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:8: route[1]: duplicate route"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:11: route[1].connect_timeout: must be greater than 0"),
+        "{err}"
+    );
 
     // A syntax-level problem names the field path and line too.
     std::fs::write(&path, "[server]\nhttp = \"[::]:80\"\nlisten = 1\n").unwrap();
-    let out = Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("bad.toml:3: server.listen: unknown field `listen`"), "{err}");
+    assert!(
+        err.contains("bad.toml:3: server.listen: unknown field `listen`"),
+        "{err}"
+    );
 
     // `run` goes through the same load and refuses to start.
-    let out = Command::new(BIN).args(["run", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `listen`"));
 
-    let out = Command::new(BIN).args(["check", "-c", "/nonexistent/wsedge.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/wsedge.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config /nonexistent/wsedge.toml"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read config /nonexistent/wsedge.toml")
+    );
 }
 
 /// Start the real binary; returns the child and its plain-HTTP address (parsed from its log).
 fn spawn_wsedge(config: &str) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wsedge.toml");
-    std::fs::write(&path, config.replace("CERTDIR", &dir.path().join("certs").display().to_string())).unwrap();
+    std::fs::write(
+        &path,
+        config.replace("CERTDIR", &dir.path().join("certs").display().to_string()),
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "-c"])
         .arg(&path)
@@ -80,16 +125,18 @@ fn spawn_wsedge(config: &str) -> (std::process::Child, std::net::SocketAddr, tem
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent {
-                if let Some(rest) = line.split("http=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
-                    let _ = tx.send(addr);
-                    sent = true;
-                }
+            if !sent && let Some(rest) = line.split("http=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().to_string();
+                let _ = tx.send(addr);
+                sent = true;
             }
         }
     });
-    let addr = rx.recv_timeout(WAIT).expect("wsedge logs its listen address").parse().unwrap();
+    let addr = rx
+        .recv_timeout(WAIT)
+        .expect("wsedge logs its listen address")
+        .parse()
+        .unwrap();
     (child, addr, dir)
 }
 
@@ -122,16 +169,33 @@ async fn large_bodies_stream_through_without_buffering() {
         s.write_all(&piece).await.unwrap();
     }
     let mut resp = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(120), s.read_to_string(&mut resp)).await.unwrap().unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with(&SIZE.to_string()), "{resp}");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        s.read_to_string(&mut resp),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with(&SIZE.to_string()),
+        "{resp}"
+    );
 
     // Download: 1 GiB streamed (chunked) from the upstream.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET /download?n={SIZE} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET /download?n={SIZE} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut total: u64 = 0;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(60), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -142,6 +206,9 @@ async fn large_bodies_stream_through_without_buffering() {
     let peak = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    assert!(peak < 100 * 1024, "peak RSS {peak} KiB after 2 GiB streamed: something buffered");
+    assert!(
+        peak < 100 * 1024,
+        "peak RSS {peak} KiB after 2 GiB streamed: something buffered"
+    );
     eprintln!("wsedge peak RSS after streaming 1 GiB up and 1 GiB down: {peak} KiB");
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 
 fn headers_of(e: Event) -> (String, http::HeaderMap) {
     match e {
-        Event::Request { target, headers, .. } => (target, headers),
+        Event::Request {
+            target, headers, ..
+        } => (target, headers),
         other => panic!("expected a request, got {other:?}"),
     }
 }
@@ -26,10 +28,20 @@ async fn request_hop_by_hop_headers_are_stripped_and_forwarded_headers_added() {
     let (target, h) = headers_of(up.next().await);
     assert_eq!(target, "/echo?x=1");
     for gone in [
-        "connection", "x-hop-named", "keep-alive", "te", "trailer", "proxy-authorization",
-        "proxy-connection", "upgrade", "transfer-encoding",
+        "connection",
+        "x-hop-named",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+        "transfer-encoding",
     ] {
-        assert!(!h.contains_key(gone), "{gone} must not reach the upstream: {h:?}");
+        assert!(
+            !h.contains_key(gone),
+            "{gone} must not reach the upstream: {h:?}"
+        );
     }
     assert_eq!(h["host"], "app.test", "Host is preserved by default");
     assert_eq!(h["cookie"], "session=abc");
@@ -45,11 +57,25 @@ async fn request_hop_by_hop_headers_are_stripped_and_forwarded_headers_added() {
 async fn response_hop_by_hop_headers_are_stripped() {
     let up = Upstream::start().await;
     let edge = Edge::start("", &route("/", up.addr, "")).await;
-    let (parts, body) = get(edge.http, request("/hop-response", "a.test").body(empty()).unwrap()).await;
+    let (parts, body) = get(
+        edge.http,
+        request("/hop-response", "a.test").body(empty()).unwrap(),
+    )
+    .await;
     assert_eq!(parts.status, 200);
     assert_eq!(&body[..], b"hop");
-    for gone in ["x-resp-hop", "keep-alive", "proxy-authenticate", "trailer", "upgrade"] {
-        assert!(!parts.headers.contains_key(gone), "{gone} leaked: {:?}", parts.headers);
+    for gone in [
+        "x-resp-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            !parts.headers.contains_key(gone),
+            "{gone} leaked: {:?}",
+            parts.headers
+        );
     }
     assert_eq!(parts.headers["x-end-to-end"], "kept");
 }
@@ -64,15 +90,30 @@ async fn routes_by_host_and_prefix_with_strip_and_base_path() {
         b.addr
     );
     let edge = Edge::start("", &routes).await;
-    let (p, _) = get(edge.http, request("/v1/users?id=7", "api.test").body(empty()).unwrap()).await;
+    let (p, _) = get(
+        edge.http,
+        request("/v1/users?id=7", "api.test").body(empty()).unwrap(),
+    )
+    .await;
     assert_eq!(p.status, 200);
     let (target, h) = headers_of(b.next().await);
     assert_eq!(target, "/base/users?id=7");
-    assert_eq!(h["host"], b.addr.to_string(), "preserve_host = false sends the upstream authority");
-    let (p, _) = get(edge.http, request("/v1/users", "other.test").body(empty()).unwrap()).await;
+    assert_eq!(
+        h["host"],
+        b.addr.to_string(),
+        "preserve_host = false sends the upstream authority"
+    );
+    let (p, _) = get(
+        edge.http,
+        request("/v1/users", "other.test").body(empty()).unwrap(),
+    )
+    .await;
     assert_eq!(p.status, 200);
     let (target, _) = headers_of(a.next().await);
-    assert_eq!(target, "/v1/users", "other hosts fall through to the host-less route, unstripped");
+    assert_eq!(
+        target, "/v1/users",
+        "other hosts fall through to the host-less route, unstripped"
+    );
 }
 
 #[tokio::test]
@@ -80,17 +121,29 @@ async fn upstream_connections_are_pooled() {
     let up = Upstream::start().await;
     let edge = Edge::start("", &route("/", up.addr, "")).await;
     for i in 0..5 {
-        let (p, _) = get(edge.http, request(&format!("/n{i}"), "a.test").body(empty()).unwrap()).await;
+        let (p, _) = get(
+            edge.http,
+            request(&format!("/n{i}"), "a.test").body(empty()).unwrap(),
+        )
+        .await;
         assert_eq!(p.status, 200);
     }
-    assert_eq!(up.connections.load(Ordering::SeqCst), 1, "5 sequential requests, one upstream connection");
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "5 sequential requests, one upstream connection"
+    );
 }
 
 #[tokio::test]
 async fn no_route_is_404() {
     let up = Upstream::start().await;
     let edge = Edge::start("", &route("/api", up.addr, "")).await;
-    let (p, body) = get(edge.http, request("/elsewhere", "a.test").body(empty()).unwrap()).await;
+    let (p, body) = get(
+        edge.http,
+        request("/elsewhere", "a.test").body(empty()).unwrap(),
+    )
+    .await;
     assert_eq!(p.status, 404);
     assert_eq!(&body[..], b"404 Not Found\n");
     assert_eq!(p.headers["content-type"], "text/plain; charset=utf-8");
@@ -110,10 +163,17 @@ async fn dead_upstream_is_502_and_slow_upstream_is_504() {
     assert_eq!(p.status, 502);
     assert_eq!(&body[..], b"502 Bad Gateway\n");
     let started = std::time::Instant::now();
-    let (p, body) = get(edge.http, request("/slow?ms=5000", "a.test").body(empty()).unwrap()).await;
+    let (p, body) = get(
+        edge.http,
+        request("/slow?ms=5000", "a.test").body(empty()).unwrap(),
+    )
+    .await;
     assert_eq!(p.status, 504);
     assert_eq!(&body[..], b"504 Gateway Timeout\n");
-    assert!(started.elapsed() < std::time::Duration::from_secs(4), "answered before the upstream did");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "answered before the upstream did"
+    );
     // The proxy keeps serving after both failures.
     let (p, _) = get(edge.http, request("/ok", "a.test").body(empty()).unwrap()).await;
     assert_eq!(p.status, 200);
@@ -129,7 +189,12 @@ async fn connect_timeout_is_504() {
     let addr = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(std::time::Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             fillers.push(s);
         } else {
             break;
@@ -148,7 +213,11 @@ async fn body_over_max_body_is_413() {
     // Declared length: refused before the upstream is contacted.
     let resp = raw_request(
         edge.http,
-        format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{}", "x".repeat(2000)).as_bytes(),
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{}",
+            "x".repeat(2000)
+        )
+        .as_bytes(),
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
@@ -166,7 +235,10 @@ async fn body_over_max_body_is_413() {
         b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
     )
     .await;
-    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("10"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("10"),
+        "{resp}"
+    );
     // The declared-length refusal never reached the upstream.
     let _ = up.wait_for(|e| matches!(e, Event::Request { headers, .. } if headers.get("content-length").is_some_and(|v| v == "10"))).await;
 }
@@ -185,7 +257,11 @@ async fn smuggling_attempts_are_400() {
         let resp = raw_request(edge.http, raw.as_bytes()).await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{raw:?} gave {resp:?}");
     }
-    assert_eq!(up.connections.load(Ordering::SeqCst), 0, "nothing reached the upstream");
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -194,12 +270,19 @@ async fn expect_100_continue() {
     let edge = Edge::start("", &route("/", up.addr, "max_body = 100")).await;
     let mut s = tokio::net::TcpStream::connect(edge.http).await.unwrap();
     use tokio::io::AsyncWriteExt;
-    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let got = read_until(&mut s, "\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got}");
     s.write_all(b"hello").await.unwrap();
     let got = read_until(&mut s, "\r\n\r\n5").await;
-    assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\n5"), "{got}");
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\n5"),
+        "{got}"
+    );
     // Over the cap: 413 at once, no 100 Continue.
     let resp = raw_request(
         edge.http,

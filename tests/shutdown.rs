@@ -11,14 +11,24 @@ async fn shutdown_finishes_requests_and_sends_1001() {
     let mut up = Upstream::start().await;
     let mut edge = Edge::start("shutdown_grace = \"5s\"", &route("/", up.addr, "")).await;
     let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://a.test/ws".into_client_request().unwrap(), tcp).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async("ws://a.test/ws".into_client_request().unwrap(), tcp)
+            .await
+            .unwrap();
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
 
     // An HTTP request in flight when the signal comes.
     let http_addr = edge.http;
-    let slow = tokio::spawn(async move { get(http_addr, request("/slow?ms=700", "a.test").body(empty()).unwrap()).await });
-    up.wait_for(|e| matches!(e, Event::Request { target, .. } if target.starts_with("/slow"))).await;
+    let slow = tokio::spawn(async move {
+        get(
+            http_addr,
+            request("/slow?ms=700", "a.test").body(empty()).unwrap(),
+        )
+        .await
+    });
+    up.wait_for(|e| matches!(e, Event::Request { target, .. } if target.starts_with("/slow")))
+        .await;
 
     let started = std::time::Instant::now();
     let clean = tokio::spawn(async move {

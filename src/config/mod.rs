@@ -118,7 +118,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", format_problems(.file, .problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {
@@ -178,10 +181,12 @@ impl Config {
         };
         let raw: RawConfig = match toml::Deserializer::parse(text)
             .map_err(|e| (String::new(), e))
-            .and_then(|de| serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                (path, e.into_inner())
-            })) {
+            .and_then(|de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    let path = e.path().to_string();
+                    (path, e.into_inner())
+                })
+            }) {
             Ok(raw) => raw,
             Err((path, e)) => {
                 let field = if path.is_empty() || path == "." {
@@ -220,10 +225,19 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    fn problem<T>(&mut self, field: impl Into<String>, at: Option<&Spanned<T>>, reason: impl Into<String>) {
+    fn problem<T>(
+        &mut self,
+        field: impl Into<String>,
+        at: Option<&Spanned<T>>,
+        reason: impl Into<String>,
+    ) {
         let line = at.map(|s| self.line_of(s.span().start));
         self.problems.push(Problem {
             field: field.into(),
@@ -235,9 +249,19 @@ impl Validator<'_> {
     fn validate(&mut self, raw: RawConfig, env: &dyn Env) -> Config {
         let s = raw.server;
         let http = self.listen_addr("server.http", s.http.as_ref(), "[::]:80", "HTTP_PORT", env);
-        let https = self.listen_addr("server.https", s.https.as_ref(), "[::]:443", "HTTPS_PORT", env);
+        let https = self.listen_addr(
+            "server.https",
+            s.https.as_ref(),
+            "[::]:443",
+            "HTTPS_PORT",
+            env,
+        );
         if http == https && http.port() != 0 {
-            self.problem("server.https", s.https.as_ref(), format!("same address as server.http ({http})"));
+            self.problem(
+                "server.https",
+                s.https.as_ref(),
+                format!("same address as server.http ({http})"),
+            );
         }
         let certdir = match env.var("CERTDIR").filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
@@ -251,18 +275,32 @@ impl Validator<'_> {
             },
         };
         let acme_webroot = s.acme_webroot.as_ref().map(|w| PathBuf::from(w.get_ref()));
-        let log_level = s.log_level.as_ref().map(|l| l.get_ref().clone()).unwrap_or_else(|| "info".into());
-        if let Some(l) = &s.log_level {
-            if tracing_subscriber::EnvFilter::try_new(l.get_ref()).is_err() {
-                self.problem("server.log_level", Some(l), format!("{:?} is not a valid tracing filter (try \"info\" or \"wsedge=debug\")", l.get_ref()));
-            }
+        let log_level = s
+            .log_level
+            .as_ref()
+            .map(|l| l.get_ref().clone())
+            .unwrap_or_else(|| "info".into());
+        if let Some(l) = &s.log_level
+            && tracing_subscriber::EnvFilter::try_new(l.get_ref()).is_err()
+        {
+            self.problem(
+                "server.log_level",
+                Some(l),
+                format!(
+                    "{:?} is not a valid tracing filter (try \"info\" or \"wsedge=debug\")",
+                    l.get_ref()
+                ),
+            );
         }
         let server = ServerConfig {
             http,
             https,
             certdir,
             acme_webroot,
-            shutdown_grace: s.shutdown_grace.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            shutdown_grace: s
+                .shutdown_grace
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(10)),
             log_level,
             access_log: s.access_log.unwrap_or(true),
         };
@@ -273,18 +311,26 @@ impl Validator<'_> {
             let route = self.route(i, r);
             // Duplicates are judged on host + path alone, even if the route has other problems.
             let raw_route = r.get_ref();
-            let host = raw_route.host.as_ref().and_then(|h| parse_host_pattern(h.get_ref()).ok());
-            if let Some(path) = raw_route.path.as_ref().and_then(|p| normalise_prefix(p.get_ref()).ok()) {
-                if !seen.insert((host.clone(), path.clone())) {
-                    self.problem(
-                        format!("route[{i}]"),
-                        Some(r),
-                        format!(
-                            "duplicate route: another route already has host {} and path {path:?}",
-                            host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "(any)".into()),
-                        ),
-                    );
-                }
+            let host = raw_route
+                .host
+                .as_ref()
+                .and_then(|h| parse_host_pattern(h.get_ref()).ok());
+            if let Some(path) = raw_route
+                .path
+                .as_ref()
+                .and_then(|p| normalise_prefix(p.get_ref()).ok())
+                && !seen.insert((host.clone(), path.clone()))
+            {
+                self.problem(
+                    format!("route[{i}]"),
+                    Some(r),
+                    format!(
+                        "duplicate route: another route already has host {} and path {path:?}",
+                        host.as_ref()
+                            .map(|h| h.to_string())
+                            .unwrap_or_else(|| "(any)".into()),
+                    ),
+                );
             }
             routes.extend(route);
         }
@@ -325,16 +371,23 @@ impl Validator<'_> {
         let before = self.problems.len();
         let f = |name: &str| format!("route[{i}].{name}");
 
-        let host = r.host.as_ref().and_then(|h| match parse_host_pattern(h.get_ref()) {
-            Ok(p) => Some(p),
-            Err(why) => {
-                self.problem(f("host"), Some(h), why);
-                None
-            }
-        });
+        let host = r
+            .host
+            .as_ref()
+            .and_then(|h| match parse_host_pattern(h.get_ref()) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    self.problem(f("host"), Some(h), why);
+                    None
+                }
+            });
         let path = match &r.path {
             None => {
-                self.problem(f("path"), Some(spanned), "missing: every route needs a path prefix such as \"/\" or \"/wss\"");
+                self.problem(
+                    f("path"),
+                    Some(spanned),
+                    "missing: every route needs a path prefix such as \"/\" or \"/wss\"",
+                );
                 String::new()
             }
             Some(p) => match normalise_prefix(p.get_ref()) {
@@ -349,15 +402,27 @@ impl Validator<'_> {
         let kinds = [r.upstream.is_some(), r.rooms.is_some(), r.push.is_some()];
         let action = match kinds.iter().filter(|k| **k).count() {
             0 => {
-                self.problem(format!("route[{i}]"), Some(spanned), "a route needs exactly one of upstream, rooms or push");
+                self.problem(
+                    format!("route[{i}]"),
+                    Some(spanned),
+                    "a route needs exactly one of upstream, rooms or push",
+                );
                 None
             }
             1 => {
                 if let Some(rooms) = &r.rooms {
-                    self.problem(f("rooms"), Some(rooms), "hosted Yjs rooms are not built yet in this version of wsedge");
+                    self.problem(
+                        f("rooms"),
+                        Some(rooms),
+                        "hosted Yjs rooms are not built yet in this version of wsedge",
+                    );
                     None
                 } else if let Some(push) = &r.push {
-                    self.problem(f("push"), Some(push), "the push service is not built yet in this version of wsedge");
+                    self.problem(
+                        f("push"),
+                        Some(push),
+                        "the push service is not built yet in this version of wsedge",
+                    );
                     None
                 } else {
                     let u = r.upstream.as_ref().expect("counted above");
@@ -371,21 +436,32 @@ impl Validator<'_> {
                 }
             }
             _ => {
-                self.problem(format!("route[{i}]"), Some(spanned), "a route does exactly one of upstream, rooms or push; this one sets several");
+                self.problem(
+                    format!("route[{i}]"),
+                    Some(spanned),
+                    "a route does exactly one of upstream, rooms or push; this one sets several",
+                );
                 None
             }
         };
 
-        if let Some(mb) = &r.max_body {
-            if mb.get_ref().0 == 0 {
-                self.problem(f("max_body"), Some(mb), "0 would refuse every body; leave it out for no limit");
-            }
+        if let Some(mb) = &r.max_body
+            && mb.get_ref().0 == 0
+        {
+            self.problem(
+                f("max_body"),
+                Some(mb),
+                "0 would refuse every body; leave it out for no limit",
+            );
         }
-        for (name, v) in [("connect_timeout", &r.connect_timeout), ("response_timeout", &r.response_timeout)] {
-            if let Some(d) = v {
-                if d.get_ref().0.is_zero() {
-                    self.problem(f(name), Some(d), "must be greater than 0");
-                }
+        for (name, v) in [
+            ("connect_timeout", &r.connect_timeout),
+            ("response_timeout", &r.response_timeout),
+        ] {
+            if let Some(d) = v
+                && d.get_ref().0.is_zero()
+            {
+                self.problem(f(name), Some(d), "must be greater than 0");
             }
         }
         if r.strip_prefix == Some(true) && path == "/" {
@@ -403,8 +479,16 @@ impl Validator<'_> {
             strip_prefix: r.strip_prefix.unwrap_or(false),
             preserve_host: r.preserve_host.unwrap_or(true),
             max_body: r.max_body.as_ref().map(|m| m.get_ref().0),
-            connect_timeout: r.connect_timeout.as_ref().map(|d| d.get_ref().0).unwrap_or(Duration::from_secs(5)),
-            response_timeout: r.response_timeout.as_ref().map(|d| d.get_ref().0).unwrap_or(Duration::from_secs(60)),
+            connect_timeout: r
+                .connect_timeout
+                .as_ref()
+                .map(|d| d.get_ref().0)
+                .unwrap_or(Duration::from_secs(5)),
+            response_timeout: r
+                .response_timeout
+                .as_ref()
+                .map(|d| d.get_ref().0)
+                .unwrap_or(Duration::from_secs(60)),
         })
     }
 }
@@ -418,7 +502,8 @@ fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
     let valid_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -439,23 +524,29 @@ fn normalise_prefix(p: &str) -> Result<String, String> {
         return Err(format!("{p:?} must start with '/'"));
     }
     if p.contains(['?', '#']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{p:?} must be a plain path prefix (no query, fragment or spaces)"));
+        return Err(format!(
+            "{p:?} must be a plain path prefix (no query, fragment or spaces)"
+        ));
     }
     if p.split('/').any(|seg| seg == ".." || seg == ".") {
         return Err(format!("{p:?} must not contain '.' or '..' segments"));
     }
     let trimmed = p.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
 }
 
 fn parse_upstream(u: &str) -> Result<Upstream, String> {
-    let uri: http::Uri = u
-        .parse()
-        .map_err(|e| format!("{u:?} is not a URL: {e}"))?;
+    let uri: http::Uri = u.parse().map_err(|e| format!("{u:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("ws") => {}
         Some("https") | Some("wss") => {
-            return Err(format!("{u:?}: TLS to upstreams is not supported yet; use http:// on a private network"));
+            return Err(format!(
+                "{u:?}: TLS to upstreams is not supported yet; use http:// on a private network"
+            ));
         }
         _ => return Err(format!("{u:?} must start with http:// (or ws://)")),
     }
@@ -463,13 +554,17 @@ fn parse_upstream(u: &str) -> Result<Upstream, String> {
         .authority()
         .ok_or_else(|| format!("{u:?} has no host"))?;
     if auth.as_str().contains('@') {
-        return Err(format!("{u:?}: credentials in the upstream URL are not supported"));
+        return Err(format!(
+            "{u:?}: credentials in the upstream URL are not supported"
+        ));
     }
     if auth.host().is_empty() {
         return Err(format!("{u:?} has no host"));
     }
     if uri.query().is_some() {
-        return Err(format!("{u:?}: an upstream URL cannot carry a query string"));
+        return Err(format!(
+            "{u:?}: an upstream URL cannot carry a query string"
+        ));
     }
     let port = auth.port_u16().unwrap_or(80);
     if port == 0 {
@@ -507,8 +602,12 @@ mod tests {
 
     #[test]
     fn env_overrides() {
-        let env: HashMap<&str, &str> =
-            [("HTTP_PORT", "8080"), ("HTTPS_PORT", "8443"), ("CERTDIR", "/tmp/c")].into();
+        let env: HashMap<&str, &str> = [
+            ("HTTP_PORT", "8080"),
+            ("HTTPS_PORT", "8443"),
+            ("CERTDIR", "/tmp/c"),
+        ]
+        .into();
         let c = Config::parse("[server]\nhttp = \"127.0.0.1:80\"\n", "t", &env).unwrap();
         assert_eq!(c.server.http, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.server.https.port(), 8443);
@@ -520,7 +619,10 @@ mod tests {
 
     #[test]
     fn unknown_field_names_path_and_line() {
-        let e = parse("[server]\nhttp = \"[::]:80\"\n\n[[route]]\npath = \"/\"\nupstrem = \"http://x\"\n").unwrap_err();
+        let e = parse(
+            "[server]\nhttp = \"[::]:80\"\n\n[[route]]\npath = \"/\"\nupstrem = \"http://x\"\n",
+        )
+        .unwrap_err();
         let p = &e.problems()[0];
         assert!(p.field.starts_with("route"), "{p:?}");
         assert_eq!(p.line, Some(6), "{p:?}");
@@ -552,8 +654,11 @@ upstream = "http://127.0.0.1:3"
 max_body = 0
 "#;
         let e = parse(text).unwrap_err();
-        let got: Vec<(String, Option<usize>)> =
-            e.problems().iter().map(|p| (p.field.clone(), p.line)).collect();
+        let got: Vec<(String, Option<usize>)> = e
+            .problems()
+            .iter()
+            .map(|p| (p.field.clone(), p.line))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -580,7 +685,10 @@ max_body = 0
 
     #[test]
     fn bad_types_and_units() {
-        let e = parse("[[route]]\npath = \"/\"\nupstream = \"http://a\"\nresponse_timeout = \"10 parsecs\"\n").unwrap_err();
+        let e = parse(
+            "[[route]]\npath = \"/\"\nupstream = \"http://a\"\nresponse_timeout = \"10 parsecs\"\n",
+        )
+        .unwrap_err();
         let p = &e.problems()[0];
         assert_eq!(p.line, Some(4), "{p:?}");
         assert!(p.reason.contains("unknown unit"), "{p:?}");
@@ -592,12 +700,21 @@ max_body = 0
         assert_eq!(normalise_prefix("/wss/").unwrap(), "/wss");
         assert_eq!(normalise_prefix("///").unwrap(), "/");
         assert!(normalise_prefix("/a/../b").is_err());
-        assert_eq!(parse_host_pattern("*.Example.com").unwrap(), HostPattern::Wildcard(".example.com".into()));
+        assert_eq!(
+            parse_host_pattern("*.Example.com").unwrap(),
+            HostPattern::Wildcard(".example.com".into())
+        );
         assert!(HostPattern::Wildcard(".example.com".into()).matches("a.b.example.com"));
         assert!(!HostPattern::Wildcard(".example.com".into()).matches("example.com"));
         assert!(parse_host_pattern("a.com:443").is_err());
-        assert_eq!(parse_upstream("http://[::1]:9000/base/").unwrap().authority, "[::1]:9000");
-        assert_eq!(parse_upstream("http://u:3000/base/").unwrap().base_path, "/base");
+        assert_eq!(
+            parse_upstream("http://[::1]:9000/base/").unwrap().authority,
+            "[::1]:9000"
+        );
+        assert_eq!(
+            parse_upstream("http://u:3000/base/").unwrap().base_path,
+            "/base"
+        );
         assert!(parse_upstream("https://x").is_err());
     }
 }

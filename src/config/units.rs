@@ -98,7 +98,9 @@ impl<'de> Deserialize<'de> for ConfSize {
             NumOrStr::Num(n) => Err(serde::de::Error::custom(format!(
                 "invalid size {n}: must not be negative"
             ))),
-            NumOrStr::Str(s) => parse_size(&s).map(ConfSize).map_err(serde::de::Error::custom),
+            NumOrStr::Str(s) => parse_size(&s)
+                .map(ConfSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -126,6 +128,10 @@ mod tests {
         assert_eq!(parse_size("1mib").unwrap(), 1 << 20);
         assert_eq!(parse_size("123").unwrap(), 123);
         assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

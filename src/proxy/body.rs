@@ -56,13 +56,16 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    let total = this.stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed)
+                    let total = this
+                        .stats
+                        .bytes
+                        .fetch_add(d.len() as u64, Ordering::Relaxed)
                         + d.len() as u64;
-                    if let Some(max) = *this.max {
-                        if total > max {
-                            this.stats.too_large.store(true, Ordering::Relaxed);
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(max)))));
-                        }
+                    if let Some(max) = *this.max
+                        && total > max
+                    {
+                        this.stats.too_large.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(max)))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -125,10 +128,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                *this.bytes += d.len() as u64;
-            }
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            *this.bytes += d.len() as u64;
         }
         r
     }

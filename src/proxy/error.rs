@@ -75,8 +75,10 @@ impl ProxyError {
         );
         if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the request may still be on the wire: do not reuse this connection.
-            resp.headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         resp
     }

@@ -82,7 +82,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -111,15 +114,32 @@ mod tests {
 
     #[test]
     fn upgrade_detection() {
-        assert!(is_websocket_upgrade(&map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")])));
-        assert!(!is_websocket_upgrade(&map(&[("connection", "keep-alive"), ("upgrade", "websocket")])));
-        assert!(!is_websocket_upgrade(&map(&[("connection", "upgrade"), ("upgrade", "h2c")])));
+        assert!(is_websocket_upgrade(&map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket")
+        ])));
+        assert!(!is_websocket_upgrade(&map(&[
+            ("connection", "keep-alive"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!is_websocket_upgrade(&map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c")
+        ])));
     }
 
     #[test]
     fn forwarded_for_appends() {
-        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
-        add_forwarded(&mut h, "::ffff:10.0.0.1".parse().unwrap(), "https", Some("a.test"));
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        add_forwarded(
+            &mut h,
+            "::ffff:10.0.0.1".parse().unwrap(),
+            "https",
+            Some("a.test"),
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.test");

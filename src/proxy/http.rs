@@ -17,18 +17,18 @@ pub async fn forward(
     conn: ConnInfo,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // A declared length over the cap is refused before reading (and before 100-continue).
-    if let (Some(max), Some(len)) = (route.max_body, declared_length(req.headers())) {
-        if len > max {
-            return Err(ProxyError::BodyTooLarge(max));
-        }
+    if let (Some(max), Some(len)) = (route.max_body, declared_length(req.headers()))
+        && len > max
+    {
+        return Err(ProxyError::BodyTooLarge(max));
     }
     let up = &state.upstream;
     let host = super::request_host(&req);
-    let original_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let target = upstream_path(route, up, req.uri());
     let (mut parts, body) = req.into_parts();
     parts.uri = Uri::try_from(format!("http://{}{}", up.authority, target))
@@ -51,9 +51,15 @@ pub async fn forward(
         host.as_deref(),
     );
     let stats = Arc::new(BodyStats::default());
-    let upstream_req = Request::from_parts(parts, CappedBody::new(body, route.max_body, stats.clone()));
+    let upstream_req =
+        Request::from_parts(parts, CappedBody::new(body, route.max_body, stats.clone()));
 
-    let resp = match tokio::time::timeout(route.response_timeout, state.client.request(upstream_req)).await {
+    let resp = match tokio::time::timeout(
+        route.response_timeout,
+        state.client.request(upstream_req),
+    )
+    .await
+    {
         Err(_) => return Err(ProxyError::ResponseTimeout(up.authority.clone())),
         Ok(Err(e)) => {
             if stats.too_large.load(Ordering::Relaxed) {
@@ -65,7 +71,10 @@ pub async fn forward(
     };
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed()))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed(),
+    ))
 }
 
 fn declared_length(h: &::http::HeaderMap) -> Option<u64> {

@@ -97,7 +97,9 @@ impl Proxy {
         };
         let result = if smuggled {
             // Seen on the raw bytes by the server's framing guard (hyper hides it).
-            Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"))
+            Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ))
         } else {
             self.route_request(req, conn, &mut log).await
         };
@@ -105,7 +107,9 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 match e.culprit() {
-                    error::Culprit::Client => tracing::debug!(peer = %conn.peer, error = %e, "request refused"),
+                    error::Culprit::Client => {
+                        tracing::debug!(peer = %conn.peer, error = %e, "request refused")
+                    }
                     _ => tracing::warn!(peer = %conn.peer, error = %e, "proxy error"),
                 }
                 e.response()

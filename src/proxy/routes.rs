@@ -127,11 +127,27 @@ upstream = "http://a:7"
         assert_eq!(f(None, "/api/users"), Some(1));
         assert_eq!(f(None, "/apix"), Some(0));
         assert_eq!(f(Some("other.com"), "/api"), Some(1));
-        assert_eq!(f(Some("x.example.com"), "/api"), Some(2), "wildcard beats host-less");
-        assert_eq!(f(Some("app.example.com"), "/api"), Some(3), "exact beats longer host-less prefix");
+        assert_eq!(
+            f(Some("x.example.com"), "/api"),
+            Some(2),
+            "wildcard beats host-less"
+        );
+        assert_eq!(
+            f(Some("app.example.com"), "/api"),
+            Some(3),
+            "exact beats longer host-less prefix"
+        );
         assert_eq!(f(Some("app.example.com"), "/api/v2/x"), Some(4));
-        assert_eq!(f(Some("a.eu.example.com"), "/"), Some(5), "more specific wildcard");
-        assert_eq!(f(Some("only.example.org"), "/other"), Some(0), "falls through to host-less");
+        assert_eq!(
+            f(Some("a.eu.example.com"), "/"),
+            Some(5),
+            "more specific wildcard"
+        );
+        assert_eq!(
+            f(Some("only.example.org"), "/other"),
+            Some(0),
+            "falls through to host-less"
+        );
         assert_eq!(f(Some("only.example.org"), "/special/1"), Some(6));
     }
 

@@ -8,7 +8,9 @@ use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::{AccessLog, ConnInfo, Proxy, RouteState, headers, upstream_path};
 use crate::config::RouteConfig;
-use crate::ws::relay;
+use crate::server::framing::Tracked;
+use crate::ws::relay::{self, Peer};
+use hyper::upgrade::Upgraded;
 use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -35,18 +37,25 @@ pub async fn forward(
     headers::strip_hop_by_hop(&mut h);
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if !route.preserve_host {
-        if let Ok(v) = HeaderValue::from_str(&up.authority) {
-            h.insert(header::HOST, v);
-        }
+    if !route.preserve_host
+        && let Ok(v) = HeaderValue::from_str(&up.authority)
+    {
+        h.insert(header::HOST, v);
     }
-    headers::add_forwarded(&mut h, conn.peer.ip(), if conn.tls { "https" } else { "http" }, host.as_deref());
+    headers::add_forwarded(
+        &mut h,
+        conn.peer.ip(),
+        if conn.tls { "https" } else { "http" },
+        host.as_deref(),
+    );
     *builder.headers_mut().expect("builder is valid") = h;
     let upstream_req = builder
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
 
-    let tcp = match tokio::time::timeout(route.connect_timeout, TcpStream::connect(&up.authority)).await {
+    let tcp = match tokio::time::timeout(route.connect_timeout, TcpStream::connect(&up.authority))
+        .await
+    {
         Err(_) => return Err(ProxyError::ConnectTimeout(up.authority.clone())),
         Ok(Err(e)) => {
             return Err(ProxyError::Connect {
@@ -67,16 +76,21 @@ pub async fn forward(
     // Drives the upstream connection until the upgrade completes (or the non-101 body ends).
     tokio::spawn(connection.with_upgrades());
 
-    let mut resp = match tokio::time::timeout(route.response_timeout, sender.send_request(upstream_req)).await {
-        Err(_) => return Err(ProxyError::ResponseTimeout(up.authority.clone())),
-        Ok(r) => r.map_err(upstream_err)?,
-    };
+    let mut resp =
+        match tokio::time::timeout(route.response_timeout, sender.send_request(upstream_req)).await
+        {
+            Err(_) => return Err(ProxyError::ResponseTimeout(up.authority.clone())),
+            Ok(r) => r.map_err(upstream_err)?,
+        };
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused by the upstream (401, 403, 404, 426, ...): relayed as it is.
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        return Ok(Response::from_parts(parts, body.map_err(Into::into).boxed()));
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ));
     }
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -96,10 +110,32 @@ pub async fn forward(
                 return;
             }
         };
-        let outcome = relay::relay(TokioIo::new(client_io), TokioIo::new(upstream_io), shutdown).await;
+        let outcome =
+            relay::relay(client_peer(client_io), upstream_peer(upstream_io), shutdown).await;
         log.websocket(&outcome);
     });
     Ok(client_resp
         .body(Empty::new().map_err(|e| match e {}).boxed())
         .expect("valid 101 response"))
+}
+
+/// Take the client connection back from hyper: plain TCP splits lock-free; TLS and anything else
+/// go through tokio's split. hyper's read-ahead bytes come along as the prefix.
+fn client_peer(up: Upgraded) -> Peer {
+    type Plain = TokioIo<Tracked<TcpStream>>;
+    type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
+    match up.downcast::<Plain>() {
+        Ok(p) => Peer::tcp(p.io.into_inner().into_inner(), p.read_buf),
+        Err(up) => match up.downcast::<Tls>() {
+            Ok(p) => Peer::io(p.io.into_inner().into_inner(), p.read_buf),
+            Err(up) => Peer::io(TokioIo::new(up), bytes::Bytes::new()),
+        },
+    }
+}
+
+fn upstream_peer(up: Upgraded) -> Peer {
+    match up.downcast::<TokioIo<TcpStream>>() {
+        Ok(p) => Peer::tcp(p.io.into_inner(), p.read_buf),
+        Err(up) => Peer::io(TokioIo::new(up), bytes::Bytes::new()),
+    }
 }

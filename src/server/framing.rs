@@ -27,7 +27,10 @@ pub struct Flags {
 
 impl Flags {
     pub fn is_flagged(&self, index: u64) -> bool {
-        self.flagged.lock().map(|f| f.contains(&index)).unwrap_or(false)
+        self.flagged
+            .lock()
+            .map(|f| f.contains(&index))
+            .unwrap_or(false)
     }
 }
 
@@ -136,7 +139,8 @@ impl Tracker {
                         }
                         return;
                     };
-                    let empty = line.iter().all(|&b| b == b'\r') && data[..nl].iter().all(|&b| b == b'\r');
+                    let empty =
+                        line.iter().all(|&b| b == b'\r') && data[..nl].iter().all(|&b| b == b'\r');
                     data = &data[nl + 1..];
                     self.state = if empty {
                         State::Head
@@ -159,7 +163,11 @@ impl Tracker {
         if matches!(req.method, Some("PRI") | Some("CONNECT")) {
             return State::Off;
         }
-        let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+        let has = |name: &str| {
+            req.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(name))
+        };
         let (te, cl) = (has("transfer-encoding"), has("content-length"));
         if te && cl {
             if let Ok(mut f) = self.flags.flagged.lock() {
@@ -178,7 +186,13 @@ impl Tracker {
             .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<u64>().ok());
+            .and_then(|h| {
+                std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
         match len {
             Some(0) | None if !cl => State::Head,
             Some(0) => State::Head,
@@ -208,24 +222,37 @@ impl<I> Tracked<I> {
             tracker: Tracker::new(flags),
         }
     }
+
+    /// The connection itself, once it no longer carries HTTP/1 (after an upgrade).
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
 }
 
 impl<I: AsyncRead> AsyncRead for Tracked<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            if !matches!(this.tracker.state, State::Off) {
-                this.tracker.feed(&buf.filled()[before..]);
-            }
+        if let Poll::Ready(Ok(())) = &r
+            && !matches!(this.tracker.state, State::Off)
+        {
+            this.tracker.feed(&buf.filled()[before..]);
         }
         r
     }
 }
 
 impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.project().inner.poll_write(cx, data)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -272,7 +299,8 @@ mod tests {
     #[test]
     fn body_bytes_that_look_like_requests_are_not_heads() {
         let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut s = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut s =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         s.extend_from_slice(body);
         assert_eq!(run(&[&s]), (vec![], 1));
     }

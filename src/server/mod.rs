@@ -5,7 +5,7 @@
 //! connections finish their in-flight requests (`graceful_shutdown`), relays send close 1001,
 //! and [`Running::shutdown`] waits for the tracker up to `server.shutdown_grace`.
 
-mod framing;
+pub(crate) mod framing;
 
 use crate::config::{Config, HostPattern};
 use crate::proxy::{ConnInfo, Proxy};
@@ -54,9 +54,14 @@ impl Running {
         tracing::info!(grace = ?self.grace, "shutting down");
         self.shutdown.cancel();
         self.tracker.close();
-        let clean = tokio::time::timeout(self.grace, self.tracker.wait()).await.is_ok();
+        let clean = tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_ok();
         if !clean {
-            tracing::warn!(open = self.tracker.len(), "grace period over, dropping what is left");
+            tracing::warn!(
+                open = self.tracker.len(),
+                "grace period over, dropping what is left"
+            );
         }
         clean
     }
@@ -73,7 +78,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let bind = |field, addr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| ServerError::Bind { field, addr, source })
+            .map_err(|source| ServerError::Bind {
+                field,
+                addr,
+                source,
+            })
     };
     let http = bind("server.http", config.server.http).await?;
     let https = bind("server.https", config.server.https).await?;
@@ -100,8 +109,20 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         grace: config.server.shutdown_grace,
     };
     tracing::info!(http = %running.http_addr, https = %running.https_addr, routes = config.routes.len(), "listening");
-    tracker.spawn(accept_loop(http, None, proxy.clone(), shutdown.clone(), tracker.clone()));
-    tracker.spawn(accept_loop(https, Some(acceptor), proxy, shutdown, tracker.clone()));
+    tracker.spawn(accept_loop(
+        http,
+        None,
+        proxy.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(accept_loop(
+        https,
+        Some(acceptor),
+        proxy,
+        shutdown,
+        tracker.clone(),
+    ));
     Ok(running)
 }
 

@@ -26,7 +26,10 @@ pub fn load_dir(certdir: &Path) -> (Vec<LoadedCert>, Vec<TlsError>) {
         }
         match load_pair(&chain, &key) {
             Ok(mut c) => {
-                c.source = format!("live/{}", dir.file_name().unwrap_or_default().to_string_lossy());
+                c.source = format!(
+                    "live/{}",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                );
                 certs.push(c)
             }
             Err(e) => errors.push(e),
@@ -67,11 +70,12 @@ pub fn load_pair(chain: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let ck = CertifiedKey::from_der(certs, key_der, &provider).map_err(|e| TlsError::KeyMismatch {
-        cert: chain.display().to_string(),
-        key: key.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let ck =
+        CertifiedKey::from_der(certs, key_der, &provider).map_err(|e| TlsError::KeyMismatch {
+            cert: chain.display().to_string(),
+            key: key.display().to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(LoadedCert {
         source: chain.display().to_string(),
         names,

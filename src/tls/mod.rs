@@ -15,11 +15,18 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Pem { path: String, reason: String },
     #[error("{cert} and {key} do not belong together: {reason}")]
-    KeyMismatch { cert: String, key: String, reason: String },
+    KeyMismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     #[error("{path}: cannot parse certificate: {reason}")]
     Parse { path: String, reason: String },
     #[error("cannot generate the self-signed fallback certificate: {0}")]
@@ -77,10 +84,10 @@ impl CertMap {
             if let Some(k) = self.exact.get(&name) {
                 return Some(k.clone());
             }
-            if let Some((_, parent)) = name.split_once('.') {
-                if let Some(k) = self.wildcard.get(parent) {
-                    return Some(k.clone());
-                }
+            if let Some((_, parent)) = name.split_once('.')
+                && let Some(k) = self.wildcard.get(parent)
+            {
+                return Some(k.clone());
             }
         }
         self.default.clone()

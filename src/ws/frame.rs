@@ -318,9 +318,18 @@ mod tests {
 
     #[test]
     fn protocol_errors() {
-        assert_eq!(FrameHeader::parse(&[0x83, 0]), Err(FrameError::ReservedOpcode(3)));
-        assert_eq!(FrameHeader::parse(&[0x89, 126, 0, 200]), Err(FrameError::ControlTooLong(200)));
-        assert_eq!(FrameHeader::parse(&[0x09, 0]), Err(FrameError::FragmentedControl));
+        assert_eq!(
+            FrameHeader::parse(&[0x83, 0]),
+            Err(FrameError::ReservedOpcode(3))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x89, 126, 0, 200]),
+            Err(FrameError::ControlTooLong(200))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x09, 0]),
+            Err(FrameError::FragmentedControl)
+        );
         let mut big = vec![0x82, 127];
         big.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(FrameHeader::parse(&big), Err(FrameError::BadLength));

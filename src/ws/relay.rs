@@ -8,8 +8,10 @@
 //! read buffer, so a slow reader slows its sender through TCP.
 
 use super::frame::{self, FrameError, FrameHeader, Scanner, Step};
+use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +70,39 @@ impl RelayOutcome {
     }
 }
 
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// One side of a relayed connection: its read and write halves and the bytes already read from
+/// it (what hyper had buffered past the HTTP head).
+pub struct Peer {
+    pub rd: BoxRead,
+    pub wr: BoxWrite,
+    pub prefix: Bytes,
+}
+
+impl Peer {
+    /// A plain TCP connection splits without a lock.
+    pub fn tcp(tcp: TcpStream, prefix: Bytes) -> Peer {
+        let (rd, wr) = tcp.into_split();
+        Peer {
+            rd: Box::new(rd),
+            wr: Box::new(wr),
+            prefix,
+        }
+    }
+
+    /// Anything else (TLS, hyper's `Upgraded`) is split through tokio's lock.
+    pub fn io<T: AsyncRead + AsyncWrite + Send + 'static>(io: T, prefix: Bytes) -> Peer {
+        let (rd, wr) = tokio::io::split(io);
+        Peer {
+            rd: Box::new(rd),
+            wr: Box::new(wr),
+            prefix,
+        }
+    }
+}
+
 /// A frame wsedge itself writes into a pump's output, at the next frame boundary.
 #[derive(Debug)]
 struct Inject {
@@ -120,6 +155,33 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    fn new(
+        src: R,
+        dst: W,
+        from: Side,
+        prefix: Bytes,
+        inbox: mpsc::Receiver<Inject>,
+        to_source: mpsc::Sender<Inject>,
+    ) -> Self {
+        let mut buf = vec![0; MIN_BUF.max((prefix.len() + 1).next_power_of_two())];
+        buf[..prefix.len()].copy_from_slice(&prefix);
+        Pump {
+            src,
+            dst,
+            from,
+            scanner: Scanner::default(),
+            buf,
+            start: 0,
+            end: prefix.len(),
+            pending: Vec::new(),
+            inbox,
+            to_source,
+            bytes: prefix.len() as u64,
+            close_sent: None,
+            dst_shut: false,
+        }
+    }
+
     /// Frames toward the upstream must be masked: wsedge is the client on that connection.
     fn mask_for_dst(&self) -> Option<[u8; 4]> {
         match self.from {
@@ -165,7 +227,10 @@ where
                     self.control(h, pos, n);
                     if !self.dst_shut {
                         let raw = &self.buf[pos..pos + n];
-                        self.dst.write_all(raw).await.map_err(|_| PumpEnd::IoError)?;
+                        self.dst
+                            .write_all(raw)
+                            .await
+                            .map_err(|_| PumpEnd::IoError)?;
                     }
                     pos += n;
                     pass_from = pos;
@@ -224,11 +289,26 @@ where
     async fn run(mut self, shutdown: CancellationToken) -> PumpResult {
         let mut shutting_down = false;
         let mut filled = false;
+        if self.end > 0 {
+            // Bytes the peer sent right behind its handshake.
+            if let Err(e) = self.forward().await {
+                self.finish(&e).await;
+                return PumpResult {
+                    bytes: self.bytes,
+                    close_sent: self.close_sent,
+                    end: e,
+                };
+            }
+        }
+        // Created once: a fresh `cancelled()` per iteration would lock the token's shared mutex
+        // twice per message.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let end = loop {
             self.compact(filled);
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if !shutting_down => {
+                _ = &mut cancelled, if !shutting_down => {
                     shutting_down = true;
                     // Close our output's peer with 1001; keep reading so its close reply passes.
                     self.pending.push(Inject {
@@ -309,47 +389,13 @@ where
 
 /// Relay an upgraded client connection and an upgraded upstream connection until both
 /// directions are done (or one is done and the other lingered `LINGER`).
-pub async fn relay<C, U>(client: C, upstream: U, shutdown: CancellationToken) -> RelayOutcome
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (up_rd, up_wr) = tokio::io::split(upstream);
+pub async fn relay(client: Peer, upstream: Peer, shutdown: CancellationToken) -> RelayOutcome {
     let (to_client_tx, to_client_rx) = mpsc::channel(4);
     let (to_up_tx, to_up_rx) = mpsc::channel(4);
-    let c2u = Pump {
-        src: client_rd,
-        dst: up_wr,
-        from: Side::Client,
-        scanner: Scanner::default(),
-        buf: vec![0; MIN_BUF],
-        start: 0,
-        end: 0,
-        pending: Vec::new(),
-        inbox: to_up_rx,
-        to_source: to_client_tx,
-        bytes: 0,
-        close_sent: None,
-        dst_shut: false,
-    }
-    .run(shutdown.clone());
-    let u2c = Pump {
-        src: up_rd,
-        dst: client_wr,
-        from: Side::Upstream,
-        scanner: Scanner::default(),
-        buf: vec![0; MIN_BUF],
-        start: 0,
-        end: 0,
-        pending: Vec::new(),
-        inbox: to_client_rx,
-        to_source: to_up_tx,
-        bytes: 0,
-        close_sent: None,
-        dst_shut: false,
-    }
-    .run(shutdown.clone());
+    let c2u = Pump::new(client.rd, upstream.wr, Side::Client, client.prefix, to_up_rx, to_client_tx)
+        .run(shutdown.clone());
+    let u2c = Pump::new(upstream.rd, client.wr, Side::Upstream, upstream.prefix, to_client_rx, to_up_tx)
+        .run(shutdown.clone());
     tokio::pin!(c2u, u2c);
     let (from_client, from_upstream, first) = tokio::select! {
         a = &mut c2u => {
@@ -361,7 +407,12 @@ where
             (a, Some(b), Side::Upstream)
         }
     };
-    let end = end_reason(from_client.as_ref(), from_upstream.as_ref(), first, shutdown.is_cancelled());
+    let end = end_reason(
+        from_client.as_ref(),
+        from_upstream.as_ref(),
+        first,
+        shutdown.is_cancelled(),
+    );
     RelayOutcome {
         bytes_from_client: from_client.as_ref().map_or(0, |r| r.bytes),
         bytes_from_upstream: from_upstream.as_ref().map_or(0, |r| r.bytes),
@@ -369,10 +420,19 @@ where
     }
 }
 
-fn end_reason(c: Option<&PumpResult>, u: Option<&PumpResult>, first: Side, shutting_down: bool) -> EndReason {
+fn end_reason(
+    c: Option<&PumpResult>,
+    u: Option<&PumpResult>,
+    first: Side,
+    shutting_down: bool,
+) -> EndReason {
     let close_of = |r: Option<&PumpResult>| r.and_then(|r| r.close_sent);
     for (side, r) in [(Side::Client, c), (Side::Upstream, u)] {
-        if let Some(PumpResult { end: PumpEnd::Protocol(e), .. }) = r {
+        if let Some(PumpResult {
+            end: PumpEnd::Protocol(e),
+            ..
+        }) = r
+        {
             return EndReason::Protocol(side, e.to_string());
         }
     }
@@ -382,14 +442,26 @@ fn end_reason(c: Option<&PumpResult>, u: Option<&PumpResult>, first: Side, shutt
     // The first close frame seen wins; when both sent one, the one whose pump ended first was the
     // reply's sender only if the other is missing, so prefer the side that finished first.
     match (close_of(c), close_of(u)) {
-        (Some(code), None) => EndReason::Closed { by: Side::Client, code },
-        (None, Some(code)) => EndReason::Closed { by: Side::Upstream, code },
+        (Some(code), None) => EndReason::Closed {
+            by: Side::Client,
+            code,
+        },
+        (None, Some(code)) => EndReason::Closed {
+            by: Side::Upstream,
+            code,
+        },
         (Some(cc), Some(uc)) => {
             // The initiator is the side that did NOT finish first (its peer answered and
             // closed the TCP connection first, as RFC 6455 has the server do).
             match first {
-                Side::Upstream => EndReason::Closed { by: Side::Client, code: cc },
-                Side::Client => EndReason::Closed { by: Side::Upstream, code: uc },
+                Side::Upstream => EndReason::Closed {
+                    by: Side::Client,
+                    code: cc,
+                },
+                Side::Client => EndReason::Closed {
+                    by: Side::Upstream,
+                    code: uc,
+                },
             }
         }
         (None, None) => EndReason::Died(first),

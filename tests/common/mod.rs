@@ -48,7 +48,11 @@ impl Edge {
         Self::start_with_certdir(certdir, server_extra, routes).await
     }
 
-    pub async fn start_with_certdir(certdir: tempfile::TempDir, server_extra: &str, routes: &str) -> Edge {
+    pub async fn start_with_certdir(
+        certdir: tempfile::TempDir,
+        server_extra: &str,
+        routes: &str,
+    ) -> Edge {
         init_tracing();
         let text = format!(
             "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"{}\"\n{server_extra}\n{routes}",
@@ -105,16 +109,25 @@ pub async fn read_until(s: &mut TcpStream, needle: &str) -> String {
 }
 
 /// One HTTP/1.1 request with hyper's client over a fresh connection.
-pub async fn get(addr: SocketAddr, req: http::Request<Full<bytes::Bytes>>) -> (http::response::Parts, bytes::Bytes) {
+pub async fn get(
+    addr: SocketAddr,
+    req: http::Request<Full<bytes::Bytes>>,
+) -> (http::response::Parts, bytes::Bytes) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let resp: http::Response<Incoming> = tokio::time::timeout(WAIT, send.send_request(req))
         .await
         .expect("response in time")
         .unwrap();
     let (parts, body) = resp.into_parts();
-    let body = tokio::time::timeout(WAIT, body.collect()).await.expect("body in time").unwrap().to_bytes();
+    let body = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("body in time")
+        .unwrap()
+        .to_bytes();
     (parts, body)
 }
 
@@ -127,11 +140,16 @@ pub fn empty() -> Full<bytes::Bytes> {
 }
 
 /// A TLS client config trusting the given CA certificate.
-pub fn tls_client(ca: &rustls_pki_types::CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn tls_client(
+    ca: &rustls_pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     wsedge::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
 }
@@ -143,12 +161,18 @@ pub async fn tls_connect(
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
 }
 
 /// DNS SANs of the certificate the server presented.
 pub fn peer_sans(s: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<String> {
-    let certs = s.get_ref().1.peer_certificates().expect("server sent certificates");
+    let certs = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server sent certificates");
     wsedge::tls::certbot::leaf_info(&certs[0]).unwrap().0
 }
 

@@ -72,6 +72,7 @@ pub fn inflate(data: &[u8]) -> String {
     let mut input = data.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut out = Vec::with_capacity(1024);
-    d.decompress_vec(&input, &mut out, FlushDecompress::Sync).unwrap();
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .unwrap();
     String::from_utf8(out).unwrap()
 }

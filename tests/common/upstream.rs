@@ -22,7 +22,11 @@ type Body = BoxBody<Bytes, Infallible>;
 #[derive(Debug)]
 pub enum Event {
     /// Request line target and headers of every request the upstream received.
-    Request { target: String, version: http::Version, headers: HeaderMap },
+    Request {
+        target: String,
+        version: http::Version,
+        headers: HeaderMap,
+    },
     /// A WebSocket closed by the client with this frame.
     WsClose(Option<(u16, String)>),
     /// A WebSocket's stream ended (TCP closed) after or without a close frame.
@@ -55,7 +59,9 @@ impl Upstream {
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let tx = tx.clone();
                 conns.spawn(async move {
@@ -67,7 +73,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, connections, events, task }
+        Upstream {
+            addr,
+            connections,
+            events,
+            task,
+        }
     }
 
     /// Next event, bounded by `super::WAIT`.
@@ -102,7 +113,10 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     })
 }
 
-async fn handle(mut req: Request<Incoming>, tx: mpsc::UnboundedSender<Event>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    tx: mpsc::UnboundedSender<Event>,
+) -> Result<Response<Body>, Infallible> {
     let _ = tx.send(Event::Request {
         target: req.uri().to_string(),
         version: req.version(),
@@ -112,7 +126,9 @@ async fn handle(mut req: Request<Incoming>, tx: mpsc::UnboundedSender<Event>) ->
     Ok(match path.as_str() {
         p if p.starts_with("/ws") => websocket(&mut req, tx),
         "/slow" => {
-            let ms = query(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(3000);
+            let ms = query(&req, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, "slow done")
         }
@@ -141,7 +157,9 @@ async fn handle(mut req: Request<Incoming>, tx: mpsc::UnboundedSender<Event>) ->
             text(StatusCode::OK, n.to_string())
         }
         "/download" => {
-            let total: u64 = query(&req, "n").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
+            let total: u64 = query(&req, "n")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1 << 20);
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = futures_util::stream::unfold(total, move |left| {
                 let chunk = chunk.clone();
@@ -150,7 +168,10 @@ async fn handle(mut req: Request<Incoming>, tx: mpsc::UnboundedSender<Event>) ->
                         return None;
                     }
                     let n = left.min(chunk.len() as u64);
-                    Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))), left - n))
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
+                        left - n,
+                    ))
                 }
             });
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
@@ -163,7 +184,8 @@ fn websocket(req: &mut Request<Incoming>, tx: mpsc::UnboundedSender<Event>) -> R
     let path = req.uri().path().to_string();
     if path == "/ws-refuse" {
         let mut r = text(StatusCode::FORBIDDEN, "no websockets for you");
-        r.headers_mut().insert("x-refused-by", "upstream".parse().unwrap());
+        r.headers_mut()
+            .insert("x-refused-by", "upstream".parse().unwrap());
         return r;
     }
     let Some(key) = req.headers().get("sec-websocket-key") else {
@@ -188,7 +210,9 @@ fn websocket(req: &mut Request<Incoming>, tx: mpsc::UnboundedSender<Event>) -> R
         resp = resp.header("sec-websocket-extensions", "permessage-deflate");
     }
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let io = TokioIo::new(upgraded);
         if deflate {
             deflate_echo(io, tx).await;
@@ -205,19 +229,26 @@ fn websocket(req: &mut Request<Incoming>, tx: mpsc::UnboundedSender<Event>) -> R
                 }
                 Message::Text(t) if t.as_str() == "close-me" => {
                     let _ = ws
-                        .send(Message::Close(Some(CloseFrame { code: 4001.into(), reason: "upstream bye".into() })))
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 4001.into(),
+                            reason: "upstream bye".into(),
+                        })))
                         .await;
                 }
                 Message::Text(t) if t.as_str() == "ping-me" => {
-                    let _ = ws.send(Message::Ping(Bytes::from_static(b"from-upstream"))).await;
+                    let _ = ws
+                        .send(Message::Ping(Bytes::from_static(b"from-upstream")))
+                        .await;
                 }
                 Message::Close(f) => {
-                    let _ = tx.send(Event::WsClose(f.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                    let _ = tx.send(Event::WsClose(
+                        f.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
                 }
-                m @ (Message::Text(_) | Message::Binary(_)) => {
-                    if ws.send(m).await.is_err() {
-                        break;
-                    }
+                m @ (Message::Text(_) | Message::Binary(_))
+                    if ws.send(m.clone()).await.is_err() =>
+                {
+                    break;
                 }
                 _ => {}
             }
@@ -241,16 +272,24 @@ fn super_tokens(h: &HeaderMap, name: &str) -> Vec<String> {
 async fn deflate_echo(mut io: TokioIo<hyper::upgrade::Upgraded>, tx: mpsc::UnboundedSender<Event>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
-        let Some((rsv1, opcode, payload)) = super::raw::read_frame(&mut io).await else { break };
+        let Some((rsv1, opcode, payload)) = super::raw::read_frame(&mut io).await else {
+            break;
+        };
         if opcode == 0x8 {
-            let _ = io.write_all(&super::raw::frame(0x8, false, &payload, None)).await;
+            let _ = io
+                .write_all(&super::raw::frame(0x8, false, &payload, None))
+                .await;
             break;
         }
         assert!(rsv1, "compressed message must arrive with RSV1");
         let textmsg = super::raw::inflate(&payload);
         let _ = tx.send(Event::WsMessage(Message::text(textmsg.clone())));
         let reply = super::raw::deflate(format!("echo: {textmsg}").as_bytes());
-        if io.write_all(&super::raw::frame(0x1, true, &reply, None)).await.is_err() {
+        if io
+            .write_all(&super::raw::frame(0x1, true, &reply, None))
+            .await
+            .is_err()
+        {
             break;
         }
     }
