@@ -101,8 +101,39 @@ fn check_lists_every_problem_with_field_and_line() {
     );
 }
 
-/// Start the real binary; returns the child and its plain-HTTP address (parsed from its log).
-fn spawn_wsedge(config: &str) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+/// The real binary running in the background; its stderr lines are collected.
+struct Child {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Child {
+    /// Wait (bounded) until a log line contains every one of `parts`.
+    fn wait_line(&self, parts: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!(
+            "no log line with {parts:?} in:\n{}",
+            self.lines.lock().unwrap().join("\n")
+        );
+    }
+}
+
+/// Start the real binary; CERTDIR in `config` is replaced by a fresh directory.
+fn spawn_wsedge(config: &str) -> Child {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wsedge.toml");
     std::fs::write(
@@ -121,23 +152,30 @@ fn spawn_wsedge(config: &str) -> (std::process::Child, std::net::SocketAddr, tem
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
     std::thread::spawn(move || {
-        let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(rest) = line.split("http=").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap().to_string();
-                let _ = tx.send(addr);
-                sent = true;
-            }
+            sink.lock().unwrap().push(line);
         }
     });
-    let addr = rx
-        .recv_timeout(WAIT)
-        .expect("wsedge logs its listen address")
+    let mut c = Child {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        lines,
+        _dir: dir,
+    };
+    let l = c.wait_line(&["listening", "http="]);
+    c.addr = l
+        .split("http=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
         .parse()
         .unwrap();
-    (child, addr, dir)
+    c
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -157,7 +195,8 @@ async fn large_bodies_stream_through_without_buffering() {
         "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://{}\"\n",
         up.addr
     );
-    let (mut child, addr, _dir) = spawn_wsedge(&config);
+    let mut child = spawn_wsedge(&config);
+    let addr = child.addr;
 
     // Upload: 1 GiB with a declared length, written in 1 MiB pieces.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -203,12 +242,80 @@ async fn large_bodies_stream_through_without_buffering() {
     }
     assert!(total > SIZE, "headers + chunk framing + 1 GiB, got {total}");
 
-    let peak = peak_rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let peak = peak_rss_kib(child.child.id());
+    let _ = child.child.kill();
+    let _ = child.child.wait();
     assert!(
         peak < 100 * 1024,
         "peak RSS {peak} KiB after 2 GiB streamed: something buffered"
     );
     eprintln!("wsedge peak RSS after streaming 1 GiB up and 1 GiB down: {peak} KiB");
+}
+
+#[tokio::test]
+async fn access_log_lines_and_sigterm() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let up = Upstream::start().await;
+    let config = format!(
+        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\nshutdown_grace = \"5s\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://{}\"\n",
+        up.addr
+    );
+    let mut child = spawn_wsedge(&config);
+    let resp = raw_request(
+        child.addr,
+        b"GET /logged?q=1 HTTP/1.1\r\nHost: log.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let l = child.wait_line(&["access", "kind=\"http\"", "path=/logged"]);
+    for field in [
+        "client=127.0.0.1",
+        "method=GET",
+        "host=log.test",
+        "status=200",
+        "bytes_out=",
+        "duration_ms=",
+    ] {
+        assert!(l.contains(field), "{field} missing in {l}");
+    }
+
+    let tcp = tokio::net::TcpStream::connect(child.addr).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async("ws://log.test/ws/a".into_client_request().unwrap(), tcp)
+            .await
+            .unwrap();
+    ws.send(Message::text("12345")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("12345"));
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    let l = child.wait_line(&["access", "kind=\"websocket\"", "path=/ws/a"]);
+    for field in [
+        "client=127.0.0.1",
+        "host=log.test",
+        "status=101",
+        "bytes_in=",
+        "bytes_out=",
+        "duration_ms=",
+        "close_code=1005",
+    ] {
+        assert!(l.contains(field), "{field} missing in {l}");
+    }
+
+    // SIGTERM: a clean exit, well inside the grace period.
+    let t = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = loop {
+        if let Some(s) = child.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < WAIT, "wsedge did not exit after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(code.success(), "{code:?}");
+    child.wait_line(&["SIGTERM received"]);
 }

@@ -303,3 +303,23 @@ async fn websocket_over_tls() {
         .unwrap();
     assert_eq!(got, Message::text("over tls"));
 }
+
+#[tokio::test]
+async fn a_frame_sent_right_behind_the_handshake_is_not_lost() {
+    let up = Upstream::start().await;
+    let edge = Edge::start("", &route("/", up.addr, "")).await;
+    let mut tcp = TcpStream::connect(edge.http).await.unwrap();
+    let mut bytes =
+        b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+    bytes.extend(raw::frame(0x1, false, b"eager", Some([9, 9, 9, 9])));
+    tcp.write_all(&bytes).await.unwrap();
+    let head = read_until(&mut tcp, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_, op, payload) = tokio::time::timeout(WAIT, raw::read_frame(&mut tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((op, &payload[..]), (0x1, &b"eager"[..]));
+}

@@ -10,10 +10,10 @@ use super::{AccessLog, ConnInfo, Proxy, RouteState, headers, upstream_path};
 use crate::config::RouteConfig;
 use crate::server::framing::Tracked;
 use crate::ws::relay::{self, Peer};
-use hyper::upgrade::Upgraded;
 use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 

@@ -392,10 +392,24 @@ where
 pub async fn relay(client: Peer, upstream: Peer, shutdown: CancellationToken) -> RelayOutcome {
     let (to_client_tx, to_client_rx) = mpsc::channel(4);
     let (to_up_tx, to_up_rx) = mpsc::channel(4);
-    let c2u = Pump::new(client.rd, upstream.wr, Side::Client, client.prefix, to_up_rx, to_client_tx)
-        .run(shutdown.clone());
-    let u2c = Pump::new(upstream.rd, client.wr, Side::Upstream, upstream.prefix, to_client_rx, to_up_tx)
-        .run(shutdown.clone());
+    let c2u = Pump::new(
+        client.rd,
+        upstream.wr,
+        Side::Client,
+        client.prefix,
+        to_up_rx,
+        to_client_tx,
+    )
+    .run(shutdown.clone());
+    let u2c = Pump::new(
+        upstream.rd,
+        client.wr,
+        Side::Upstream,
+        upstream.prefix,
+        to_client_rx,
+        to_up_tx,
+    )
+    .run(shutdown.clone());
     tokio::pin!(c2u, u2c);
     let (from_client, from_upstream, first) = tokio::select! {
         a = &mut c2u => {

@@ -42,10 +42,19 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     match cli.cmd {
         Cmd::Echo { listen } => rt.block_on(echo(listen)),
-        Cmd::Load { url, conns, size, secs, warmup } => rt.block_on(load(url, conns, size, secs, warmup)),
+        Cmd::Load {
+            url,
+            conns,
+            size,
+            secs,
+            warmup,
+        } => rt.block_on(load(url, conns, size, secs, warmup)),
     }
 }
 
@@ -53,10 +62,14 @@ async fn echo(listen: String) {
     let l = TcpListener::bind(&listen).await.expect("bind");
     println!("listening {}", l.local_addr().unwrap());
     loop {
-        let Ok((tcp, _)) = l.accept().await else { continue };
+        let Ok((tcp, _)) = l.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
             while let Some(Ok(m)) = ws.next().await {
                 match m {
                     Message::Text(_) | Message::Binary(_) => {
@@ -81,7 +94,11 @@ async fn load(url: String, conns: usize, size: usize, secs: u64, warmup: u64) {
         .next()
         .unwrap()
         .to_string();
-    let addr: std::net::SocketAddr = tokio::net::lookup_host(&host).await.unwrap().next().unwrap();
+    let addr: std::net::SocketAddr = tokio::net::lookup_host(&host)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..conns {
         let url = url.clone();
@@ -94,10 +111,14 @@ async fn load(url: String, conns: usize, size: usize, secs: u64, warmup: u64) {
             if addr.ip().is_loopback() {
                 let _ = sock.bind((src, 0).into());
             }
-            let Ok(tcp) = sock.connect(addr).await else { return (hist, 1) };
+            let Ok(tcp) = sock.connect(addr).await else {
+                return (hist, 1);
+            };
             let _ = tcp.set_nodelay(true);
             let req = url.into_client_request().unwrap();
-            let Ok((mut ws, _)) = tokio_tungstenite::client_async(req, tcp).await else { return (hist, 1) };
+            let Ok((mut ws, _)) = tokio_tungstenite::client_async(req, tcp).await else {
+                return (hist, 1);
+            };
             let payload = vec![b'x'; size];
             loop {
                 let t = Instant::now();
