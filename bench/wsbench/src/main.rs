@@ -71,14 +71,11 @@ async fn echo(listen: String) {
                 return;
             };
             while let Some(Ok(m)) = ws.next().await {
-                match m {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                    Message::Close(_) => break,
-                    _ => {}
+                if m.is_close() {
+                    break;
+                }
+                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    break;
                 }
             }
         });
