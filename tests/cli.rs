@@ -192,7 +192,7 @@ async fn large_bodies_stream_through_without_buffering() {
     const SIZE: u64 = 1 << 30; // 1 GiB each way
     let up = Upstream::start().await;
     let config = format!(
-        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://{}\"\n",
+        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://{}\"\nplain_http = true\n",
         up.addr
     );
     let mut child = spawn_wsedge(&config);
@@ -258,7 +258,7 @@ async fn access_log_lines_and_sigterm() {
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
     let up = Upstream::start().await;
     let config = format!(
-        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\nshutdown_grace = \"5s\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://{}\"\n",
+        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\nshutdown_grace = \"5s\"\n\n[[route]]\npath = \"/\"\nupstream = \"http://{}\"\nplain_http = true\n",
         up.addr
     );
     let mut child = spawn_wsedge(&config);

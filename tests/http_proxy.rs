@@ -85,7 +85,7 @@ async fn routes_by_host_and_prefix_with_strip_and_base_path() {
     let mut a = Upstream::start().await;
     let mut b = Upstream::start().await;
     let routes = format!(
-        "{}[[route]]\nhost = \"api.test\"\npath = \"/v1\"\nupstream = \"http://{}/base\"\nstrip_prefix = true\npreserve_host = false\n",
+        "{}[[route]]\nhost = \"api.test\"\npath = \"/v1\"\nupstream = \"http://{}/base\"\nplain_http = true\nstrip_prefix = true\npreserve_host = false\n",
         route("/", a.addr, ""),
         b.addr
     );
@@ -139,14 +139,23 @@ async fn upstream_connections_are_pooled() {
 async fn no_route_is_404() {
     let up = Upstream::start().await;
     let edge = Edge::start("", &route("/api", up.addr, "")).await;
-    let (p, body) = get(
-        edge.http,
-        request("/elsewhere", "a.test").body(empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(p.status, 404);
+    // Over https (on plain HTTP an unmatched request is redirected to https instead).
+    let tls = tls_connect(edge.https, "a.test", tls_client_accept_any())
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(request("/elsewhere", "a.test").body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"404 Not Found\n");
-    assert_eq!(p.headers["content-type"], "text/plain; charset=utf-8");
 }
 
 #[tokio::test]

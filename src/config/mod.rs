@@ -39,6 +39,13 @@ pub struct ServerConfig {
     pub log_level: String,
     /// One line per HTTP request / WebSocket session under the `access` target.
     pub access_log: bool,
+    /// Server name whose certificate answers handshakes without SNI or for unknown names;
+    /// None: those are refused with an `unrecognized_name` alert.
+    pub default_cert: Option<String>,
+    /// Periodic CERTDIR re-scan backing up the watcher (default 5 min; 0 disables).
+    pub cert_rescan: Duration,
+    /// Watch CERTDIR with inotify for renewals (default true).
+    pub cert_watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,6 +84,8 @@ pub struct RouteConfig {
     pub action: RouteAction,
     /// Remove `path` from the request path before forwarding (default false, like nginx without URI).
     pub strip_prefix: bool,
+    /// Serve this route on the plain-HTTP listener too; by default :80 redirects to https.
+    pub plain_http: bool,
     /// Forward the client's `Host` (default true); false sends the upstream's authority.
     pub preserve_host: bool,
     /// Largest request body accepted (413 above); None = unlimited (the default).
@@ -292,6 +301,19 @@ impl Validator<'_> {
                 ),
             );
         }
+        let default_cert = s.default_cert.as_ref().and_then(|d| {
+            match parse_host_pattern(d.get_ref()) {
+                Ok(HostPattern::Exact(name)) => Some(name),
+                _ => {
+                    self.problem(
+                        "server.default_cert",
+                        Some(d),
+                        format!("{:?} must be a server name that one of the certificates covers, e.g. \"app.example.com\"", d.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
         let server = ServerConfig {
             http,
             https,
@@ -303,6 +325,12 @@ impl Validator<'_> {
                 .unwrap_or(Duration::from_secs(10)),
             log_level,
             access_log: s.access_log.unwrap_or(true),
+            default_cert,
+            cert_rescan: s
+                .cert_rescan
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(300)),
+            cert_watch: s.cert_watch.unwrap_or(true),
         };
 
         let mut routes = Vec::new();
@@ -477,6 +505,7 @@ impl Validator<'_> {
             path,
             action: action?,
             strip_prefix: r.strip_prefix.unwrap_or(false),
+            plain_http: r.plain_http.unwrap_or(false),
             preserve_host: r.preserve_host.unwrap_or(true),
             max_body: r.max_body.as_ref().map(|m| m.get_ref().0),
             connect_timeout: r

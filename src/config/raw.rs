@@ -24,6 +24,9 @@ pub struct RawServer {
     pub shutdown_grace: Option<ConfDuration>,
     pub log_level: Option<Spanned<String>>,
     pub access_log: Option<bool>,
+    pub default_cert: Option<Spanned<String>>,
+    pub cert_rescan: Option<ConfDuration>,
+    pub cert_watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +38,7 @@ pub struct RawRoute {
     pub rooms: Option<Spanned<toml::Value>>,
     pub push: Option<Spanned<toml::Value>>,
     pub strip_prefix: Option<bool>,
+    pub plain_http: Option<bool>,
     pub preserve_host: Option<bool>,
     pub max_body: Option<Spanned<ConfSize>>,
     pub connect_timeout: Option<Spanned<ConfDuration>>,

@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod http;
+pub mod plain;
 pub mod routes;
 pub mod websocket;
 
@@ -43,6 +44,10 @@ pub struct RouteState {
 pub struct Proxy {
     routes: RouteTable<RouteState>,
     access_log: bool,
+    /// Where ACME HTTP-01 challenge files are (plain-HTTP listener only).
+    acme_webroot: Option<std::path::PathBuf>,
+    /// Port the http -> https redirects point at (the bound TLS listener's).
+    https_port: u16,
     /// Cancelled on SIGTERM: open WebSockets get close 1001.
     pub shutdown: CancellationToken,
     /// Tracks detached WebSocket relays so shutdown can wait for them.
@@ -50,7 +55,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, shutdown: CancellationToken, tracker: TaskTracker) -> Proxy {
+    pub fn new(
+        config: &Config,
+        https_port: u16,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Proxy {
         let routes = config.routes.iter().map(|r| {
             let RouteAction::Upstream(up) = &r.action;
             let mut conn = HttpConnector::new();
@@ -72,6 +82,8 @@ impl Proxy {
         Proxy {
             routes: RouteTable::new(routes),
             access_log: config.server.access_log,
+            acme_webroot: config.server.acme_webroot.clone(),
+            https_port,
             shutdown,
             tracker,
         }
@@ -136,10 +148,22 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_framing(req.headers())?;
         let host = request_host(&req);
-        let (route, state) = self
-            .routes
-            .find(host.as_deref(), req.uri().path())
-            .ok_or(ProxyError::NoRoute)?;
+        let found = self.routes.find(host.as_deref(), req.uri().path());
+        if !conn.tls {
+            // Plain HTTP: ACME challenges, `plain_http` routes, and a redirect for the rest.
+            if req.uri().path().starts_with(plain::ACME_PREFIX) {
+                return plain::acme_challenge(
+                    self.acme_webroot.as_deref(),
+                    req.method(),
+                    req.uri().path(),
+                )
+                .await;
+            }
+            if !found.is_some_and(|(r, _)| r.plain_http) {
+                return plain::redirect_to_https(&req, self.https_port);
+            }
+        }
+        let (route, state) = found.ok_or(ProxyError::NoRoute)?;
         if headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11 {
             return websocket::forward(self, req, route, state, conn, log.clone()).await;
         }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,8 +33,6 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
 }
 
 /// A started server: its bound addresses, and the handle to stop it.
@@ -42,6 +40,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub https_addr: SocketAddr,
     pub certs: Arc<CertStore>,
+    /// Wakes the certificate reload loop (what SIGHUP does).
+    cert_trigger: Arc<Notify>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
@@ -64,6 +64,11 @@ impl Running {
             );
         }
         clean
+    }
+
+    /// Ask for a certificate re-scan, as SIGHUP does.
+    pub fn reload_certificates(&self) {
+        self.cert_trigger.notify_one();
     }
 
     /// A clone of the shutdown token (cancelling it starts the same shutdown).
@@ -94,16 +99,42 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             _ => None,
         })
         .collect();
-    let certs = Arc::new(tls::initial_store(&config.server.certdir, &hosts)?);
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(certs.clone())));
+    let certs = Arc::new(CertStore::load(
+        &config.server.certdir,
+        hosts,
+        config.server.default_cert.clone(),
+    ));
+    let tls_config = Arc::new(tls::server_config(certs.clone()));
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let proxy = Arc::new(Proxy::new(&config, shutdown.clone(), tracker.clone()));
+    let https_addr = https.local_addr().map_err(|source| ServerError::Bind {
+        field: "server.https",
+        addr: config.server.https,
+        source,
+    })?;
+    let proxy = Arc::new(Proxy::new(
+        &config,
+        https_addr.port(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    let cert_trigger = Arc::new(Notify::new());
+    tracker.spawn(tls::watch::run(
+        certs.clone(),
+        tls::watch::WatchConfig {
+            watch: config.server.cert_watch,
+            rescan_every: config.server.cert_rescan,
+        },
+        cert_trigger.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(on_sighup(cert_trigger.clone(), shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),
-        https_addr: https.local_addr().expect("bound socket has an address"),
-        certs,
+        https_addr,
+        certs: certs.clone(),
+        cert_trigger,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         grace: config.server.shutdown_grace,
@@ -118,7 +149,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     ));
     tracker.spawn(accept_loop(
         https,
-        Some(acceptor),
+        Some((tls_config, certs)),
         proxy,
         shutdown,
         tracker.clone(),
@@ -126,9 +157,27 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     Ok(running)
 }
 
+/// SIGHUP re-scans the certificates (certbot's `--deploy-hook "systemctl reload wsedge"`).
+async fn on_sighup(trigger: Arc<Notify>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP: re-scanning certificates");
+                trigger.notify_one();
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<CertStore>)>,
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -151,8 +200,9 @@ async fn accept_loop(
         tracker.spawn(async move {
             match tls {
                 None => serve(tcp, ConnInfo { peer, tls: false }, proxy, shutdown).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Some((config, store)) => {
+                    let handshake = tls::accept::accept(tcp, config, &store);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(stream)) => {
                             serve(stream, ConnInfo { peer, tls: true }, proxy, shutdown).await
                         }

@@ -8,34 +8,35 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Load every `live/<name>/` that has both files. Returns what loaded and what was refused
+/// Every `live/<name>/` that has a `fullchain.pem` or a `privkey.pem`, with what loading it gave
 /// (a refused entry never stops the others). A missing certdir is simply empty.
-pub fn load_dir(certdir: &Path) -> (Vec<LoadedCert>, Vec<TlsError>) {
+pub fn load_dir(certdir: &Path) -> Vec<(String, Result<LoadedCert, TlsError>)> {
     let live = certdir.join("live");
-    let mut certs = Vec::new();
-    let mut errors = Vec::new();
     let Ok(entries) = std::fs::read_dir(&live) else {
-        return (certs, errors);
+        return Vec::new();
     };
     let mut dirs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     dirs.sort();
+    let mut out = Vec::new();
     for dir in dirs {
         let (chain, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
-        if !dir.is_dir() || !chain.exists() && !key.exists() {
-            continue; // certbot's README file, or an unrelated folder
+        // certbot's README file, or a folder without any of the two files: not a certificate.
+        let present = |p: &Path| p.symlink_metadata().is_ok();
+        if !dir.is_dir() || !present(&chain) && !present(&key) {
+            continue;
         }
-        match load_pair(&chain, &key) {
-            Ok(mut c) => {
-                c.source = format!(
-                    "live/{}",
-                    dir.file_name().unwrap_or_default().to_string_lossy()
-                );
-                certs.push(c)
-            }
-            Err(e) => errors.push(e),
-        }
+        let folder = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let result = load_pair(&chain, &key).map(|mut c| {
+            c.source = format!("live/{folder}");
+            c
+        });
+        out.push((folder, result));
     }
-    (certs, errors)
+    out
 }
 
 /// Load one certificate chain + key pair, checking that the key matches the leaf.
@@ -63,7 +64,7 @@ pub fn load_pair(chain: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         path: key.display().to_string(),
         reason: e.to_string(),
     })?;
-    let (names, not_after) = leaf_info(&certs[0]).map_err(|reason| TlsError::Parse {
+    let (names, not_after, serial) = leaf_details(&certs[0]).map_err(|reason| TlsError::Parse {
         path: chain.display().to_string(),
         reason,
     })?;
@@ -80,12 +81,18 @@ pub fn load_pair(chain: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         source: chain.display().to_string(),
         names,
         not_after,
+        serial,
         key: Arc::new(ck),
     })
 }
 
 /// DNS SANs (lower-case) and notAfter of a leaf certificate.
 pub fn leaf_info(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+    leaf_details(der).map(|(n, t, _)| (n, t))
+}
+
+/// DNS SANs, notAfter and serial (hex) of a leaf certificate.
+pub fn leaf_details(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64, String), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -98,5 +105,10 @@ pub fn leaf_info(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String>
     if names.is_empty() {
         return Err("the certificate has no DNS subjectAltName".into());
     }
-    Ok((names, cert.validity().not_after.timestamp()))
+    let serial = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((names, cert.validity().not_after.timestamp(), serial))
 }

@@ -22,12 +22,14 @@ pub fn self_signed(names: &[String]) -> Result<LoadedCert, TlsError> {
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
     let der: CertificateDer<'static> = ck.cert.der().clone();
-    let (names, not_after) = super::certbot::leaf_info(&der).map_err(TlsError::Fallback)?;
+    let (names, not_after, serial) =
+        super::certbot::leaf_details(&der).map_err(TlsError::Fallback)?;
     let key = rustls::sign::CertifiedKey::from_der(vec![der], key, &provider).map_err(err)?;
     Ok(LoadedCert {
         source: "self-signed".into(),
         names,
         not_after,
+        serial,
         key: Arc::new(key),
     })
 }

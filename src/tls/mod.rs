@@ -1,16 +1,27 @@
 //! Certificates: loaded from certbot's CERTDIR (`live/<name>/fullchain.pem` + `privkey.pem`),
-//! served by SNI from each certificate's SANs, with a self-signed fallback when there is none.
-//! The map is behind an `ArcSwap` so a later reload can validate a whole new map, then publish it.
+//! served by SNI from each certificate's SANs, re-scanned when certbot renews (see [`watch`]).
+//!
+//! Validate, then publish: a rescan builds a whole new [`CertMap`] — each entry that fails to
+//! load keeps its previous good certificate — and swaps it in atomically; handshakes in progress
+//! and established connections keep what they have. If a configured host has no certificate (or
+//! CERTDIR is empty) an in-memory self-signed certificate covers it until a real one appears.
 
+pub mod accept;
 pub mod certbot;
 pub mod devcerts;
+pub mod watch;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Warn when a served certificate has fewer days than this left.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -42,7 +53,19 @@ pub struct LoadedCert {
     pub names: Vec<String>,
     /// Expiry, seconds since the epoch (for the expiry warning and metrics).
     pub not_after: i64,
+    /// Leaf serial number, hex.
+    pub serial: String,
     pub key: Arc<CertifiedKey>,
+}
+
+impl LoadedCert {
+    fn same_as(&self, other: &LoadedCert) -> bool {
+        self.key.cert.first() == other.key.cert.first()
+    }
+
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
 }
 
 /// Lookup structure built whole, then published.
@@ -51,21 +74,28 @@ pub struct CertMap {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `*.example.com` stored under `example.com`: covers exactly one extra label.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    /// Served without SNI or for an unknown name; only the self-signed fallback for now.
+    /// Served without SNI or for an unknown name (`default_cert`, or the fallback when there is
+    /// no real certificate at all).
     default: Option<Arc<CertifiedKey>>,
-    pub certs: Vec<LoadedCert>,
+    /// Real certificates by `live/` folder name.
+    pub certs: BTreeMap<String, LoadedCert>,
+    /// The self-signed certificate in use, if any.
+    pub fallback: Option<LoadedCert>,
 }
 
 impl CertMap {
-    pub fn new(certs: Vec<LoadedCert>, default: Option<Arc<CertifiedKey>>) -> Self {
-        let mut m = CertMap {
-            default,
-            ..Default::default()
-        };
-        // Later expiry wins when two certificates claim the same name.
-        let mut sorted = certs.clone();
-        sorted.sort_by_key(|c| c.not_after);
-        for c in &sorted {
+    fn build(
+        certs: BTreeMap<String, LoadedCert>,
+        fallback: Option<LoadedCert>,
+        default_name: Option<&str>,
+    ) -> Self {
+        let mut m = CertMap::default();
+        // Fallback first, so real certificates overwrite it; among real ones the later expiry wins.
+        let mut all: Vec<&LoadedCert> = fallback.iter().collect();
+        let mut real: Vec<&LoadedCert> = certs.values().collect();
+        real.sort_by_key(|c| c.not_after);
+        all.extend(real);
+        for c in all {
             for n in &c.names {
                 match n.strip_prefix("*.") {
                     Some(base) => m.wildcard.insert(base.to_string(), c.key.clone()),
@@ -73,7 +103,13 @@ impl CertMap {
                 };
             }
         }
+        m.default = match default_name {
+            Some(name) => m.lookup(Some(name)),
+            None if certs.is_empty() => fallback.as_ref().map(|f| f.key.clone()),
+            None => None,
+        };
         m.certs = certs;
+        m.fallback = fallback;
         m
     }
 
@@ -93,34 +129,199 @@ impl CertMap {
         self.default.clone()
     }
 
-    pub fn covers(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.exact.contains_key(&host)
-            || host
-                .split_once('.')
-                .is_some_and(|(_, p)| self.wildcard.contains_key(p))
+    /// Whether a real (not self-signed) certificate covers `host`.
+    fn real_covers(certs: &BTreeMap<String, LoadedCert>, host: &str) -> bool {
+        certs.values().any(|c| {
+            c.names.iter().any(|n| match n.strip_prefix("*.") {
+                Some(base) => host.split_once('.').is_some_and(|(_, p)| p == base),
+                None => n == host,
+            })
+        })
     }
 }
 
-/// The rustls resolver: one atomic load per handshake.
+/// Counters kept ready for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct CertStats {
+    /// Rescans that published a new map.
+    pub reloads: AtomicU64,
+    /// Certificate entries refused during a rescan (unreadable, truncated, mismatched).
+    pub failures: AtomicU64,
+}
+
+/// What one rescan did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RescanReport {
+    pub loaded: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    /// Folders whose new files were refused (the old certificate, if any, stays in service).
+    pub failed: Vec<String>,
+}
+
+/// The rustls resolver and its reload logic.
 #[derive(Debug)]
 pub struct CertStore {
     map: ArcSwap<CertMap>,
+    certdir: PathBuf,
+    /// Configured exact host names: a host no real certificate covers gets the fallback.
+    hosts: Vec<String>,
+    default_name: Option<String>,
+    /// Serialises rescans (watcher, timer and SIGHUP may race).
+    rescan_lock: Mutex<()>,
+    /// When each certificate's expiry was last warned about (serial -> unix time).
+    warned: Mutex<HashMap<String, i64>>,
+    pub stats: CertStats,
 }
 
 impl CertStore {
-    pub fn new(map: CertMap) -> Self {
-        CertStore {
-            map: ArcSwap::from_pointee(map),
-        }
+    /// Load CERTDIR once; the first map is published even when entries fail.
+    pub fn load(certdir: &Path, hosts: Vec<String>, default_name: Option<String>) -> Self {
+        let store = CertStore {
+            map: ArcSwap::from_pointee(CertMap::default()),
+            certdir: certdir.to_path_buf(),
+            hosts,
+            default_name,
+            rescan_lock: Mutex::new(()),
+            warned: Mutex::new(HashMap::new()),
+            stats: CertStats::default(),
+        };
+        store.rescan();
+        store
     }
 
-    pub fn publish(&self, map: CertMap) {
-        self.map.store(Arc::new(map));
+    pub fn certdir(&self) -> &Path {
+        &self.certdir
     }
 
     pub fn current(&self) -> Arc<CertMap> {
         self.map.load_full()
+    }
+
+    /// Re-read CERTDIR and publish the result. Entries that fail keep their previous certificate.
+    pub fn rescan(&self) -> RescanReport {
+        let _guard = self.rescan_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.map.load_full();
+        let mut report = RescanReport::default();
+        let mut certs = BTreeMap::new();
+        for (folder, result) in certbot::load_dir(&self.certdir) {
+            match result {
+                Ok(c) => {
+                    match old.certs.get(&folder) {
+                        None => {
+                            tracing::info!(folder = %folder, names = ?c.names, serial = %c.serial, "certificate loaded");
+                            report.loaded.push(folder.clone());
+                        }
+                        Some(prev) if !prev.same_as(&c) => {
+                            tracing::info!(folder = %folder, names = ?c.names, serial = %c.serial, old_serial = %prev.serial, "certificate replaced");
+                            report.changed.push(folder.clone());
+                        }
+                        Some(_) => {}
+                    }
+                    certs.insert(folder, c);
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    report.failed.push(folder.clone());
+                    match old.certs.get(&folder) {
+                        Some(prev) => {
+                            tracing::warn!(folder = %folder, error = %e, serial = %prev.serial, "certificate files refused; keeping the previous certificate");
+                            certs.insert(folder, prev.clone());
+                        }
+                        None => {
+                            tracing::error!(folder = %folder, error = %e, "certificate refused")
+                        }
+                    }
+                }
+            }
+        }
+        for folder in old.certs.keys() {
+            if !certs.contains_key(folder) {
+                tracing::info!(folder = %folder, "certificate folder gone; no longer served");
+                report.removed.push(folder.clone());
+            }
+        }
+        let fallback = self.fallback_for(&certs, old.fallback.as_ref());
+        let map = CertMap::build(certs, fallback, self.default_name.as_deref());
+        if let Some(name) = &self.default_name
+            && map.default.is_none()
+        {
+            tracing::warn!(default_cert = %name, "no certificate covers default_cert; unknown names are refused");
+        }
+        self.warn_expiring(&map);
+        self.map.store(Arc::new(map));
+        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+        report
+    }
+
+    /// The self-signed certificate needed for `certs`, reusing the previous one when it still
+    /// covers exactly the same names.
+    fn fallback_for(
+        &self,
+        certs: &BTreeMap<String, LoadedCert>,
+        previous: Option<&LoadedCert>,
+    ) -> Option<LoadedCert> {
+        let mut names: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| !CertMap::real_covers(certs, h))
+            .cloned()
+            .collect();
+        if certs.is_empty() {
+            names.insert(0, "localhost".into());
+        }
+        if names.is_empty() {
+            if previous.is_some() {
+                tracing::info!(
+                    "real certificates cover every configured host; self-signed fallback retired"
+                );
+            }
+            return None;
+        }
+        if let Some(p) = previous
+            && p.names == names
+        {
+            return Some(p.clone());
+        }
+        match devcerts::self_signed(&names) {
+            Ok(c) => {
+                tracing::warn!(
+                    certdir = %self.certdir.display(),
+                    ?names,
+                    "no certificate in certdir covers these names: serving an in-memory SELF-SIGNED certificate for them (browsers will warn) until a real one appears"
+                );
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot generate the self-signed fallback");
+                None
+            }
+        }
+    }
+
+    /// Log a warning for every certificate with fewer than 14 days left (once a day each).
+    fn warn_expiring(&self, map: &CertMap) {
+        let now = unix_now();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        for (folder, c) in &map.certs {
+            let days = c.days_left(now);
+            if days < EXPIRY_WARNING_DAYS {
+                let last = warned.get(&c.serial).copied().unwrap_or(i64::MIN);
+                if now.saturating_sub(last) >= 86_400 {
+                    tracing::warn!(folder = %folder, names = ?c.names, days_left = days, "certificate expires soon; is certbot renewing it?");
+                    warned.insert(c.serial.clone(), now);
+                }
+            }
+        }
+    }
+
+    /// (folder, names, not_after) of every served certificate: the expiry gauge's data.
+    pub fn expiry(&self) -> Vec<(String, Vec<String>, i64)> {
+        self.current()
+            .certs
+            .iter()
+            .map(|(f, c)| (f.clone(), c.names.clone(), c.not_after))
+            .collect()
     }
 }
 
@@ -130,29 +331,11 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// Load CERTDIR, and if it yields nothing, generate an in-memory self-signed certificate for
-/// `localhost` and the configured host names so that a fresh machine still serves https.
-pub fn initial_store(certdir: &Path, hosts: &[String]) -> Result<CertStore, TlsError> {
-    let (certs, errors) = certbot::load_dir(certdir);
-    for e in &errors {
-        tracing::error!(error = %e, "certificate rejected");
-    }
-    for c in &certs {
-        tracing::info!(source = %c.source, names = ?c.names, "certificate loaded");
-    }
-    let default = if certs.is_empty() {
-        let mut names = vec!["localhost".to_string()];
-        names.extend(hosts.iter().cloned());
-        tracing::warn!(
-            certdir = %certdir.display(),
-            ?names,
-            "no certificate found in certdir: serving an in-memory SELF-SIGNED certificate; browsers will warn"
-        );
-        Some(devcerts::self_signed(&names)?.key)
-    } else {
-        None
-    };
-    Ok(CertStore::new(CertMap::new(certs, default)))
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// rustls server config: TLS 1.2 + 1.3, ALPN h2 and http/1.1, certificates from `store`.

@@ -74,9 +74,12 @@ impl Edge {
     }
 }
 
-/// A route table line for an upstream.
+/// A route table entry for an upstream, also served on the plain-HTTP listener (most tests
+/// talk plain HTTP; the default there is a redirect to https).
 pub fn route(path: &str, upstream: SocketAddr, extra: &str) -> String {
-    format!("[[route]]\npath = \"{path}\"\nupstream = \"http://{upstream}\"\n{extra}\n")
+    format!(
+        "[[route]]\npath = \"{path}\"\nupstream = \"http://{upstream}\"\nplain_http = true\n{extra}\n"
+    )
 }
 
 /// A port where nothing listens (bound, then released).
