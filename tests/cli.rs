@@ -319,3 +319,34 @@ async fn access_log_lines_and_sigterm() {
     assert!(code.success(), "{code:?}");
     child.wait_line(&["SIGTERM received"]);
 }
+
+#[test]
+fn sighup_rescans_certificates() {
+    let config = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\ncert_watch = false\ncert_rescan = 0\n";
+    let mut child = spawn_wsedge(config);
+    let certdir = child._dir.path().join("certs");
+    let ca = wsedge::tls::devcerts::DevCa::new().unwrap();
+    ca.write_certbot(&certdir, "hup.test", &["hup.test"], 1)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !child
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("folder=hup.test")),
+        "without watcher or timer nothing picks the certificate up by itself"
+    );
+    let pid = child.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait_line(&["certificate loaded", "folder=hup.test"]);
+    let _ = child.child.kill();
+    let _ = child.child.wait();
+}

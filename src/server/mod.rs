@@ -120,7 +120,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tracker.clone(),
     ));
     let cert_trigger = Arc::new(Notify::new());
-    tracker.spawn(tls::watch::run(
+    tls::watch::spawn(
         certs.clone(),
         tls::watch::WatchConfig {
             watch: config.server.cert_watch,
@@ -128,7 +128,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         },
         cert_trigger.clone(),
         shutdown.clone(),
-    ));
+        &tracker,
+    );
     tracker.spawn(on_sighup(cert_trigger.clone(), shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),

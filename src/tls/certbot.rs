@@ -48,6 +48,16 @@ pub fn load_pair(chain: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         })
     };
     let (chain_pem, key_pem) = (read(chain)?, read(key)?);
+    // A file cut short mid-block (a renewal caught half-written) must not load as a shorter chain.
+    for (path, pem) in [(chain, &chain_pem), (key, &key_pem)] {
+        let count = |marker: &[u8]| pem.windows(marker.len()).filter(|w| *w == marker).count();
+        if count(b"-----BEGIN ") != count(b"-----END ") {
+            return Err(TlsError::Pem {
+                path: path.display().to_string(),
+                reason: "truncated PEM (a BEGIN line without its END)".into(),
+            });
+        }
+    }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
@@ -64,6 +74,12 @@ pub fn load_pair(chain: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
         path: key.display().to_string(),
         reason: e.to_string(),
     })?;
+    for (i, c) in certs.iter().enumerate().skip(1) {
+        x509_parser::parse_x509_certificate(c.as_ref()).map_err(|e| TlsError::Parse {
+            path: chain.display().to_string(),
+            reason: format!("certificate #{} of the chain: {e}", i + 1),
+        })?;
+    }
     let (names, not_after, serial) = leaf_details(&certs[0]).map_err(|reason| TlsError::Parse {
         path: chain.display().to_string(),
         reason,

@@ -67,6 +67,23 @@ impl DevCa {
         sans: &[&str],
         version: u32,
     ) -> Result<String, TlsError> {
+        let serial = self.write_archive(certdir, name, sans, version, None)?;
+        for kind in LINK_ORDER {
+            link(certdir, name, kind, version)?;
+        }
+        Ok(serial)
+    }
+
+    /// Only the archive half of a renewal: `archive/<name>/{cert,chain,fullchain,privkey}N.pem`.
+    /// `valid_days` sets notAfter that many days from now (default: rcgen's far-future date).
+    pub fn write_archive(
+        &self,
+        certdir: &Path,
+        name: &str,
+        sans: &[&str],
+        version: u32,
+        valid_days: Option<i64>,
+    ) -> Result<String, TlsError> {
         let key = KeyPair::generate().map_err(err)?;
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -75,16 +92,20 @@ impl DevCa {
         let serial: [u8; 8] = rand::random();
         let serial = [&[0x01u8][..], &serial[..]].concat();
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        if let Some(days) = valid_days {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(days);
+        }
         let leaf = params.signed_by(&key, &self.issuer).map_err(err)?;
 
         let archive = certdir.join("archive").join(name);
-        let live = certdir.join("live").join(name);
         for d in [certdir.join("archive"), certdir.join("live")] {
             fs::create_dir_all(&d).map_err(err)?;
             fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(err)?;
         }
         fs::create_dir_all(&archive).map_err(err)?;
-        fs::create_dir_all(&live).map_err(err)?;
+        fs::create_dir_all(certdir.join("live").join(name)).map_err(err)?;
         let files = [
             ("cert", leaf.pem()),
             ("chain", self.cert_pem.clone()),
@@ -97,11 +118,17 @@ impl DevCa {
             let mode = if *kind == "privkey" { 0o600 } else { 0o644 };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(err)?;
         }
-        for kind in ["privkey", "cert", "chain", "fullchain"] {
-            let link: PathBuf = live.join(format!("{kind}.pem"));
-            let _ = fs::remove_file(&link);
-            symlink(format!("../../archive/{name}/{kind}{version}.pem"), &link).map_err(err)?;
-        }
         Ok(serial.iter().map(|b| format!("{b:02x}")).collect())
     }
+}
+
+/// The order in which certbot re-points the `live/` links during a renewal.
+pub const LINK_ORDER: [&str; 4] = ["privkey", "cert", "chain", "fullchain"];
+
+/// Re-point `live/<name>/<kind>.pem` at `archive/<name>/<kind><version>.pem` the way certbot
+/// does: unlink, then symlink (not atomic: the link is briefly missing).
+pub fn link(certdir: &Path, name: &str, kind: &str, version: u32) -> Result<(), TlsError> {
+    let link: PathBuf = certdir.join("live").join(name).join(format!("{kind}.pem"));
+    let _ = fs::remove_file(&link);
+    symlink(format!("../../archive/{name}/{kind}{version}.pem"), &link).map_err(err)
 }

@@ -354,3 +354,48 @@ pub fn server_config(store: Arc<CertStore>) -> rustls::ServerConfig {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(names: &[&str], not_after: i64) -> LoadedCert {
+        let mut c = devcerts::self_signed(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        c.not_after = not_after;
+        c
+    }
+
+    #[test]
+    fn lookup_prefers_exact_then_one_level_wildcard_then_default() {
+        install_crypto_provider();
+        let mut certs = BTreeMap::new();
+        certs.insert("w".to_string(), cert(&["*.example.com"], 10));
+        certs.insert("e".to_string(), cert(&["app.example.com"], 10));
+        let m = CertMap::build(certs, None, None);
+        let exact = m.lookup(Some("app.example.com")).unwrap();
+        let wild = m.lookup(Some("x.example.com")).unwrap();
+        assert!(!Arc::ptr_eq(&exact, &wild));
+        assert!(Arc::ptr_eq(
+            &m.lookup(Some("APP.example.com.")).unwrap(),
+            &exact
+        ));
+        assert!(m.lookup(Some("a.b.example.com")).is_none());
+        assert!(m.lookup(Some("example.com")).is_none());
+        assert!(m.lookup(None).is_none());
+    }
+
+    #[test]
+    fn later_expiry_wins_and_default_cert_resolves_by_name() {
+        install_crypto_provider();
+        let mut certs = BTreeMap::new();
+        let old = cert(&["a.test"], 100);
+        let new = cert(&["a.test"], 200);
+        let new_key = new.key.clone();
+        certs.insert("z-old".to_string(), old);
+        certs.insert("a-new".to_string(), new);
+        let m = CertMap::build(certs, None, Some("a.test"));
+        assert!(Arc::ptr_eq(&m.lookup(Some("a.test")).unwrap(), &new_key));
+        assert!(Arc::ptr_eq(&m.lookup(Some("unknown")).unwrap(), &new_key));
+    }
+}

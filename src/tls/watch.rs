@@ -25,19 +25,33 @@ pub struct WatchConfig {
     pub rescan_every: Duration,
 }
 
-/// Run the reload loop until `shutdown`. `trigger` forces a rescan (SIGHUP).
-pub async fn run(
+/// Start watching now (so that any change after this call is seen) and run the reload loop in
+/// `tracker` until `shutdown`. `trigger` forces a rescan (SIGHUP).
+pub fn spawn(
     store: Arc<CertStore>,
     cfg: WatchConfig,
     trigger: Arc<Notify>,
     shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = if cfg.watch {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let watcher = if cfg.watch {
         start_watcher(&store, tx.clone())
     } else {
         None
     };
+    tracker.spawn(run(store, cfg, trigger, shutdown, watcher, tx, rx));
+}
+
+async fn run(
+    store: Arc<CertStore>,
+    cfg: WatchConfig,
+    trigger: Arc<Notify>,
+    shutdown: CancellationToken,
+    mut watcher: Option<notify::RecommendedWatcher>,
+    tx: mpsc::UnboundedSender<()>,
+    mut rx: mpsc::UnboundedReceiver<()>,
+) {
     let mut tick = tokio::time::interval(if cfg.rescan_every.is_zero() {
         Duration::from_secs(365 * 86_400)
     } else {
