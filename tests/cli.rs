@@ -134,7 +134,13 @@ impl Child {
 
 /// Start the real binary; CERTDIR in `config` is replaced by a fresh directory.
 fn spawn_wsedge(config: &str) -> Child {
+    spawn_wsedge_with(config, |_| {})
+}
+
+/// Like `spawn_wsedge`, with `prepare(certdir)` run before the process starts.
+fn spawn_wsedge_with(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Child {
     let dir = tempfile::tempdir().unwrap();
+    prepare(&dir.path().join("certs"));
     let path = dir.path().join("wsedge.toml");
     std::fs::write(
         &path,
@@ -347,6 +353,22 @@ fn sighup_rescans_certificates() {
             .success()
     );
     child.wait_line(&["certificate loaded", "folder=hup.test"]);
+    let _ = child.child.kill();
+    let _ = child.child.wait();
+}
+
+#[test]
+fn expiring_certificate_is_warned_about() {
+    let config = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n";
+    let mut child = spawn_wsedge_with(config, |certdir| {
+        let ca = wsedge::tls::devcerts::DevCa::new().unwrap();
+        ca.write_archive(certdir, "soon.test", &["soon.test"], 1, Some(3)).unwrap();
+        for kind in wsedge::tls::devcerts::LINK_ORDER {
+            wsedge::tls::devcerts::link(certdir, "soon.test", kind, 1).unwrap();
+        }
+    });
+    let l = child.wait_line(&["WARN", "certificate expires soon", "folder=soon.test"]);
+    assert!(l.contains("days_left=2") || l.contains("days_left=3"), "{l}");
     let _ = child.child.kill();
     let _ = child.child.wait();
 }
