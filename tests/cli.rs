@@ -359,16 +359,21 @@ fn sighup_rescans_certificates() {
 
 #[test]
 fn expiring_certificate_is_warned_about() {
-    let config = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n";
+    let config =
+        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n";
     let mut child = spawn_wsedge_with(config, |certdir| {
         let ca = wsedge::tls::devcerts::DevCa::new().unwrap();
-        ca.write_archive(certdir, "soon.test", &["soon.test"], 1, Some(3)).unwrap();
+        ca.write_archive(certdir, "soon.test", &["soon.test"], 1, Some(3))
+            .unwrap();
         for kind in wsedge::tls::devcerts::LINK_ORDER {
             wsedge::tls::devcerts::link(certdir, "soon.test", kind, 1).unwrap();
         }
     });
     let l = child.wait_line(&["WARN", "certificate expires soon", "folder=soon.test"]);
-    assert!(l.contains("days_left=2") || l.contains("days_left=3"), "{l}");
+    assert!(
+        l.contains("days_left=2") || l.contains("days_left=3"),
+        "{l}"
+    );
     let _ = child.child.kill();
     let _ = child.child.wait();
 }
