@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod limits;
 pub mod proxy;
 pub mod server;
 pub mod tls;

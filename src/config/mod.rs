@@ -2,8 +2,11 @@
 //! collected with its field path and line) -> a frozen, typed [`Config`]. `wsedge check` and
 //! `wsedge run` both go through [`Config::load`], so what `check` accepts is what `run` serves.
 
+pub mod guard;
 mod raw;
 pub mod units;
+
+pub use guard::{Guard, Limits, RatePolicy};
 
 use raw::{RawConfig, RawRoute};
 use std::collections::HashSet;
@@ -19,6 +22,8 @@ pub const DEFAULT_PATH: &str = "/etc/wsedge/config.toml";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    /// Connection admission for every listener (`[limits]`).
+    pub limits: Limits,
     /// In file order; the route table orders them by precedence.
     pub routes: Vec<RouteConfig>,
 }
@@ -94,6 +99,8 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     /// Time from sending the request to the upstream's response head (default 60 s; 504).
     pub response_timeout: Duration,
+    /// Heartbeat, limits and rates for this route's WebSockets (`[guard]` overlaid by `guard`).
+    pub guard: Guard,
 }
 
 #[derive(Debug, Clone)]
@@ -333,10 +340,27 @@ impl Validator<'_> {
             cert_watch: s.cert_watch.unwrap_or(true),
         };
 
+        let guard_defaults = raw
+            .guard
+            .as_ref()
+            .map(|g| g.get_ref().clone())
+            .unwrap_or_default();
+        if let Some(g) = &raw.guard
+            && let Err((field, why)) = Guard::from_raw(g.get_ref())
+        {
+            self.problem(format!("guard.{field}"), Some(g), why);
+        }
+        let limits = match &raw.limits {
+            None => Limits::default(),
+            Some(l) => Limits::from_raw(l.get_ref()).unwrap_or_else(|(field, why)| {
+                self.problem(format!("limits.{field}"), Some(l), why);
+                Limits::default()
+            }),
+        };
         let mut routes = Vec::new();
         let mut seen = HashSet::new();
         for (i, r) in raw.route.iter().enumerate() {
-            let route = self.route(i, r);
+            let route = self.route(i, r, &guard_defaults);
             // Duplicates are judged on host + path alone, even if the route has other problems.
             let raw_route = r.get_ref();
             let host = raw_route
@@ -362,7 +386,11 @@ impl Validator<'_> {
             }
             routes.extend(route);
         }
-        Config { server, routes }
+        Config {
+            server,
+            limits,
+            routes,
+        }
     }
 
     fn listen_addr(
@@ -394,7 +422,12 @@ impl Validator<'_> {
         addr
     }
 
-    fn route(&mut self, i: usize, spanned: &Spanned<RawRoute>) -> Option<RouteConfig> {
+    fn route(
+        &mut self,
+        i: usize,
+        spanned: &Spanned<RawRoute>,
+        guard_defaults: &guard::RawGuard,
+    ) -> Option<RouteConfig> {
         let r = spanned.get_ref();
         let before = self.problems.len();
         let f = |name: &str| format!("route[{i}].{name}");
@@ -496,6 +529,16 @@ impl Validator<'_> {
             // Harmless but surely a mistake worth pointing out? Stripping "/" is a no-op; accept it.
         }
 
+        let route_guard = match &r.guard {
+            None => Guard::from_raw(guard_defaults).ok(),
+            Some(g) => match Guard::from_raw(&guard_defaults.overlay(g.get_ref())) {
+                Ok(g) => Some(g),
+                Err((field, why)) => {
+                    self.problem(f(&format!("guard.{field}")), Some(g), why);
+                    None
+                }
+            },
+        };
         if self.problems.len() != before {
             return None;
         }
@@ -518,6 +561,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|d| d.get_ref().0)
                 .unwrap_or(Duration::from_secs(60)),
+            guard: route_guard?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The config file exactly as written: serde structs that refuse unknown fields. Values that need
 //! a line number in later validation errors are `Spanned`.
 
+use super::guard::{RawGuard, RawLimits};
 use super::units::{ConfDuration, ConfSize};
 use serde::Deserialize;
 use toml::Spanned;
@@ -12,6 +13,8 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    pub guard: Option<Spanned<RawGuard>>,
+    pub limits: Option<Spanned<RawLimits>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -43,4 +46,5 @@ pub struct RawRoute {
     pub max_body: Option<Spanned<ConfSize>>,
     pub connect_timeout: Option<Spanned<ConfDuration>>,
     pub response_timeout: Option<Spanned<ConfDuration>>,
+    pub guard: Option<Spanned<RawGuard>>,
 }

@@ -29,14 +29,23 @@ pub enum ProxyError {
     ResponseTimeout(String),
     #[error("upstream {upstream} failed: {reason}")]
     Upstream { upstream: String, reason: String },
+    #[error("too many {what}")]
+    TooMany {
+        what: &'static str,
+        retry_after: Option<u64>,
+    },
+    #[error("connection limit reached")]
+    Full,
 }
 
 impl ProxyError {
     pub fn culprit(&self) -> Culprit {
         match self {
-            ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
-                Culprit::Client
-            }
+            ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::TooMany { .. } => Culprit::Client,
+            ProxyError::Full => Culprit::Us,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ResponseTimeout(_)
@@ -53,6 +62,8 @@ impl ProxyError {
             ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            ProxyError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Full => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -73,6 +84,14 @@ impl ProxyError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let ProxyError::TooMany {
+            retry_after: Some(s),
+            ..
+        } = self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*s));
+        }
         if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the request may still be on the wire: do not reuse this connection.
             resp.headers_mut().insert(

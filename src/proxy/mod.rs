@@ -52,6 +52,12 @@ pub struct Proxy {
     pub shutdown: CancellationToken,
     /// Tracks detached WebSocket relays so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Connection-level limits (`[limits]`), read by the listeners.
+    pub limits: crate::config::Limits,
+    /// WebSocket admission (per-IP and total caps, handshake rates).
+    pub admission: crate::limits::Admission,
+    /// Guard events of every relay, for metrics.
+    pub guard_stats: Arc<crate::ws::relay::GuardStats>,
 }
 
 impl Proxy {
@@ -86,6 +92,9 @@ impl Proxy {
             https_port,
             shutdown,
             tracker,
+            admission: crate::limits::Admission::new(config),
+            limits: config.limits.clone(),
+            guard_stats: Arc::default(),
         }
     }
 

@@ -26,6 +26,17 @@ pub async fn forward(
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let up = &state.upstream;
+    // Admission before anything is spent on the upstream.
+    let client_ip = proxy.admission.client_ip(conn.peer.ip(), req.headers());
+    let permit = proxy
+        .admission
+        .admit(route.index, client_ip)
+        .map_err(|r| match r {
+            crate::limits::Refusal::TooMany { what, retry_after } => {
+                ProxyError::TooMany { what, retry_after }
+            }
+            crate::limits::Refusal::Full => ProxyError::Full,
+        })?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let host = super::request_host(&req);
 
@@ -102,6 +113,8 @@ pub async fn forward(
     *client_resp.headers_mut().expect("builder is valid") = h;
 
     let shutdown = proxy.shutdown.clone();
+    let guard = route.guard.clone();
+    let stats = proxy.guard_stats.clone();
     proxy.tracker.spawn(async move {
         let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
@@ -110,8 +123,15 @@ pub async fn forward(
                 return;
             }
         };
-        let outcome =
-            relay::relay(client_peer(client_io), upstream_peer(upstream_io), shutdown).await;
+        let outcome = relay::relay(
+            client_peer(client_io),
+            upstream_peer(upstream_io),
+            &guard,
+            stats,
+            shutdown,
+        )
+        .await;
+        drop(permit);
         log.websocket(&outcome);
     });
     Ok(client_resp

@@ -40,6 +40,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub https_addr: SocketAddr,
     pub certs: Arc<CertStore>,
+    /// The request pipeline (admission and guard counters live there).
+    pub proxy: Arc<Proxy>,
     /// Wakes the certificate reload loop (what SIGHUP does).
     cert_trigger: Arc<Notify>,
     shutdown: CancellationToken,
@@ -131,10 +133,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         &tracker,
     );
     tracker.spawn(on_sighup(cert_trigger.clone(), shutdown.clone()));
+    tracker.spawn(evict_limiter_keys(proxy.clone(), shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),
         https_addr,
         certs: certs.clone(),
+        proxy: proxy.clone(),
         cert_trigger,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
@@ -156,6 +160,17 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tracker.clone(),
     ));
     Ok(running)
+}
+
+/// Keyed rate limiters never forget a client by themselves: prune them periodically.
+async fn evict_limiter_keys(proxy: Arc<Proxy>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::limits::EVICT_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => proxy.admission.evict(),
+        }
+    }
 }
 
 /// SIGHUP re-scans the certificates (certbot's `--deploy-hook "systemctl reload wsedge"`).
@@ -197,6 +212,14 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
+        if let Some(idle) = proxy.limits.tcp_keepalive {
+            // Finds peers that vanished without a FIN (NAT timeouts, pulled cables) at TCP level.
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka);
+        }
         let (proxy, shutdown, tls) = (proxy.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
             match tls {
@@ -221,6 +244,7 @@ async fn serve<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>, shutdown: Cancellati
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let proxy_limits = proxy.limits.clone();
     let flags = Arc::new(framing::Flags::default());
     let io = framing::Tracked::new(io, flags.clone());
     // Requests on one HTTP/1 connection reach the service in order: number them like the tracker.
@@ -229,7 +253,17 @@ where
         let smuggled = flags.is_flagged(next_index.fetch_add(1, Ordering::Relaxed));
         proxy.clone().handle(req, info, smuggled)
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Slowloris: the whole request head must arrive within the handshake timeout.
+        .header_read_timeout(proxy_limits.handshake_timeout)
+        .max_buf_size(proxy_limits.max_header_size);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(proxy_limits.max_header_size as u32);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

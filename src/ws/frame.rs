@@ -25,6 +25,8 @@ pub enum FrameError {
     FragmentedControl,
     #[error("64-bit payload length with the high bit set")]
     BadLength,
+    #[error("frame masking does not match the sender's role")]
+    BadMasking,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +181,9 @@ pub fn close_code(payload: &[u8]) -> u16 {
 /// What the scanner found at the front of the bytes it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Pass these many bytes through untouched (a data-frame header or payload bytes).
+    /// A data-frame header of this many bytes is at the front (its payload follows as `Pass`).
+    Header(FrameHeader, usize),
+    /// Pass these many payload bytes through untouched.
     Pass(usize),
     /// A whole control frame of `len` bytes is at the front; the caller decides what to do with it.
     Control(FrameHeader, usize),
@@ -233,7 +237,7 @@ impl Scanner {
         }
         self.remaining = h.payload_len;
         self.current = Some(h);
-        Ok(Step::Pass(h.header_len))
+        Ok(Step::Header(h, h.header_len))
     }
 }
 
@@ -249,7 +253,7 @@ mod tests {
             pending.extend_from_slice(piece);
             loop {
                 match s.step(&pending).unwrap() {
-                    Step::Pass(n) => {
+                    Step::Header(_, n) | Step::Pass(n) => {
                         out.push(format!("pass{n}"));
                         pending.drain(..n);
                     }

@@ -1,25 +1,38 @@
-//! The frame-aware WebSocket relay between a client and an upstream after both 101s.
+//! The frame-aware WebSocket relay between a client and an upstream after both 101s, with the
+//! guard built in.
 //!
 //! Bytes stream through untouched (payloads are never decoded, so end-to-end extensions such as
 //! permessage-deflate keep working); the scanner only tracks frame boundaries so that wsedge can
-//! write frames of its own between the peers' frames: close 1001 on shutdown, close 1014 to the
-//! client when the upstream dies, close 1002 on a framing error. Each direction is a `Pump`; both
-//! run inside one task (`select!`, no spawn per direction), and neither buffers more than one
-//! read buffer, so a slow reader slows its sender through TCP.
+//! write frames of its own between the peers' frames: heartbeat pings (whose pongs it consumes),
+//! close 1001 on shutdown, 1014 when the upstream dies, 1009/1008/1002 when the client breaks a
+//! limit. Each direction is a `Pump`; both and the heartbeat/idle controller run inside one task.
+//!
+//! Memory: no queue anywhere. A pump holds at most one read buffer; for TCP peers the buffer is
+//! only allocated while there are bytes to move, so an idle relay holds none. A slow reader slows
+//! its sender through TCP; one that accepts nothing for `slow_reader_timeout` is dropped.
 
 use super::frame::{self, FrameError, FrameHeader, Scanner, Step};
+use crate::config::{Guard, RatePolicy};
 use bytes::Bytes;
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Read buffers start small (idle sockets stay cheap) and grow while reads fill them.
+/// Read buffers start at this size and grow (up to MAX_BUF) while reads fill them.
 const MIN_BUF: usize = 8 * 1024;
 const MAX_BUF: usize = 64 * 1024;
 /// After one direction has finished, how long the other may take to deliver its close.
 const LINGER: Duration = Duration::from_secs(3);
+/// Payload prefix of wsedge's own heartbeat pings; pongs carrying it are consumed.
+const HB_TAG: &[u8] = b"wsedge-hb:";
 
 /// Close codes an edge uses (RFC 6455 §7.4.1, plus 1014 from the IANA registry).
 pub mod close {
@@ -27,6 +40,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const ABNORMAL: u16 = 1006;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
     pub const BAD_GATEWAY: u16 = 1014;
 }
@@ -46,6 +61,12 @@ pub enum EndReason {
     Died(Side),
     /// A peer broke the framing rules; wsedge closed with 1002.
     Protocol(Side, String),
+    /// The guard closed the connection (heartbeat, size, rate, idle, slow reader).
+    Guard {
+        side: Side,
+        code: u16,
+        reason: &'static str,
+    },
     /// wsedge is shutting down; both peers got 1001.
     Shutdown,
 }
@@ -61,7 +82,7 @@ impl RelayOutcome {
     /// The close code to log: the one that went through, or 1006 when none did.
     pub fn close_code(&self) -> u16 {
         match &self.end {
-            EndReason::Closed { code, .. } => *code,
+            EndReason::Closed { code, .. } | EndReason::Guard { code, .. } => *code,
             EndReason::Died(Side::Upstream) => close::BAD_GATEWAY,
             EndReason::Died(Side::Client) => close::ABNORMAL,
             EndReason::Protocol(..) => close::PROTOCOL_ERROR,
@@ -70,23 +91,67 @@ impl RelayOutcome {
     }
 }
 
-pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// Guard events, counted for the metrics endpoint (names as they will be exported).
+#[derive(Debug, Default)]
+pub struct GuardStats {
+    pub heartbeat_closes: AtomicU64,
+    pub idle_closes: AtomicU64,
+    pub too_big_closes: AtomicU64,
+    pub rate_closes: AtomicU64,
+    pub rate_drops: AtomicU64,
+    pub rate_throttles: AtomicU64,
+    pub slow_reader_closes: AtomicU64,
+    pub protocol_closes: AtomicU64,
+}
+
+impl GuardStats {
+    /// (metric name, value) pairs.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "wsedge_ws_heartbeat_closes_total",
+                g(&self.heartbeat_closes),
+            ),
+            ("wsedge_ws_idle_closes_total", g(&self.idle_closes)),
+            ("wsedge_ws_too_big_closes_total", g(&self.too_big_closes)),
+            ("wsedge_ws_rate_limit_closes_total", g(&self.rate_closes)),
+            ("wsedge_ws_rate_limit_drops_total", g(&self.rate_drops)),
+            (
+                "wsedge_ws_rate_limit_throttles_total",
+                g(&self.rate_throttles),
+            ),
+            (
+                "wsedge_ws_slow_reader_closes_total",
+                g(&self.slow_reader_closes),
+            ),
+            ("wsedge_ws_protocol_closes_total", g(&self.protocol_closes)),
+        ]
+    }
+}
+
+/// The read half of a peer: TCP can wait for readiness without holding a buffer.
+pub enum Reader {
+    Tcp(OwnedReadHalf),
+    Other(Box<dyn AsyncRead + Send + Unpin>),
+}
+
 pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// One side of a relayed connection: its read and write halves and the bytes already read from
 /// it (what hyper had buffered past the HTTP head).
 pub struct Peer {
-    pub rd: BoxRead,
+    pub rd: Reader,
     pub wr: BoxWrite,
     pub prefix: Bytes,
 }
 
 impl Peer {
-    /// A plain TCP connection splits without a lock.
+    /// A plain TCP connection splits without a lock and reads without an idle buffer.
     pub fn tcp(tcp: TcpStream, prefix: Bytes) -> Peer {
         let (rd, wr) = tcp.into_split();
         Peer {
-            rd: Box::new(rd),
+            rd: Reader::Tcp(rd),
             wr: Box::new(wr),
             prefix,
         }
@@ -96,7 +161,7 @@ impl Peer {
     pub fn io<T: AsyncRead + AsyncWrite + Send + 'static>(io: T, prefix: Bytes) -> Peer {
         let (rd, wr) = tokio::io::split(io);
         Peer {
-            rd: Box::new(rd),
+            rd: Reader::Other(Box::new(rd)),
             wr: Box::new(wr),
             prefix,
         }
@@ -112,14 +177,29 @@ struct Inject {
     then_shutdown: bool,
 }
 
+impl Inject {
+    fn close(code: u16, reason: &str, then_shutdown: bool) -> Inject {
+        Inject {
+            opcode: frame::OP_CLOSE,
+            payload: frame::close_payload(code, reason),
+            then_shutdown,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum PumpEnd {
     /// The source closed its TCP side (after a close frame, or not).
     Eof,
-    /// Read or write failed.
+    /// Reading failed.
     IoError,
+    /// The destination accepted nothing for `slow_reader_timeout`, or failed.
+    WriteStalled,
+    WriteError,
     Protocol(FrameError),
-    /// Our own shutdown close was written and the source has ended or lingered out.
+    /// The guard ended it (client limits).
+    Guard(u16, &'static str),
+    /// Our own shutdown close was written and the source has ended.
     ShutdownDone,
 }
 
@@ -130,16 +210,54 @@ struct PumpResult {
     end: PumpEnd,
 }
 
+type DirectLimiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+    governor::middleware::NoOpMiddleware,
+>;
+
+fn limiter(per_sec: u32, burst: u32) -> DirectLimiter {
+    let per = NonZeroU32::new(per_sec.max(1)).expect("nonzero");
+    let burst = NonZeroU32::new(burst.max(1)).expect("nonzero");
+    RateLimiter::direct(Quota::per_second(per).allow_burst(burst))
+}
+
+/// State the pumps and the controller share (atomics: the pumps run concurrently).
+#[derive(Default)]
+struct Shared {
+    /// Highest heartbeat sequence answered by each side.
+    client_pong: AtomicU64,
+    upstream_pong: AtomicU64,
+    /// Milliseconds since the relay started at the last data frame, either way.
+    last_data_ms: AtomicU64,
+}
+
+/// Client-side limits, checked at each data-frame header the client sends.
+struct Limits {
+    max_frame: u64,
+    max_message: u64,
+    policy: RatePolicy,
+    messages: Option<DirectLimiter>,
+    bytes: Option<(DirectLimiter, u32)>,
+    /// Size of the client message in progress (across continuation frames).
+    message_len: u64,
+    /// The frames of the current message are being discarded (policy `drop`).
+    dropping: bool,
+}
+
 /// One direction: read from `src` (peer `from`), scan frames, write to `dst`.
-struct Pump<R, W> {
-    src: R,
-    dst: W,
+struct Pump {
+    src: Reader,
+    dst: BoxWrite,
     from: Side,
     scanner: Scanner,
-    buf: Vec<u8>,
     /// `buf[start..end]` holds bytes read but not yet passed (a partial header/control frame).
+    buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Size the next buffer is allocated with (adapts to the traffic).
+    want: usize,
     /// Frames waiting for the output to reach a frame boundary.
     pending: Vec<Inject>,
     inbox: mpsc::Receiver<Inject>,
@@ -148,40 +266,16 @@ struct Pump<R, W> {
     bytes: u64,
     close_sent: Option<u16>,
     dst_shut: bool,
+    /// Payload bytes of the current data frame still to skip (policy `drop`).
+    skip: u64,
+    limits: Option<Limits>,
+    slow_reader_timeout: Duration,
+    shared: Arc<Shared>,
+    started: Instant,
+    stats: Arc<GuardStats>,
 }
 
-impl<R, W> Pump<R, W>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    fn new(
-        src: R,
-        dst: W,
-        from: Side,
-        prefix: Bytes,
-        inbox: mpsc::Receiver<Inject>,
-        to_source: mpsc::Sender<Inject>,
-    ) -> Self {
-        let mut buf = vec![0; MIN_BUF.max((prefix.len() + 1).next_power_of_two())];
-        buf[..prefix.len()].copy_from_slice(&prefix);
-        Pump {
-            src,
-            dst,
-            from,
-            scanner: Scanner::default(),
-            buf,
-            start: 0,
-            end: prefix.len(),
-            pending: Vec::new(),
-            inbox,
-            to_source,
-            bytes: prefix.len() as u64,
-            close_sent: None,
-            dst_shut: false,
-        }
-    }
-
+impl Pump {
     /// Frames toward the upstream must be masked: wsedge is the client on that connection.
     fn mask_for_dst(&self) -> Option<[u8; 4]> {
         match self.from {
@@ -190,26 +284,32 @@ where
         }
     }
 
-    async fn write_pending(&mut self) -> std::io::Result<()> {
-        if !self.scanner.at_boundary() || self.dst_shut {
+    async fn write_dst(&mut self, bytes: &[u8]) -> Result<(), PumpEnd> {
+        if self.dst_shut {
             return Ok(());
         }
-        let mut wrote = false;
+        match tokio::time::timeout(self.slow_reader_timeout, self.dst.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(PumpEnd::WriteError),
+            Err(_) => Err(PumpEnd::WriteStalled),
+        }
+    }
+
+    async fn write_pending(&mut self) -> Result<(), PumpEnd> {
+        if !self.scanner.at_boundary() || self.dst_shut || self.pending.is_empty() {
+            return Ok(());
+        }
         for inj in std::mem::take(&mut self.pending) {
             let bytes = frame::encode(inj.opcode, &inj.payload, self.mask_for_dst());
-            self.dst.write_all(&bytes).await?;
-            wrote = true;
+            self.write_dst(&bytes).await?;
             if inj.then_shutdown {
-                self.dst.flush().await?;
-                self.dst.shutdown().await?;
+                let _ = self.dst.flush().await;
+                let _ = self.dst.shutdown().await;
                 self.dst_shut = true;
                 return Ok(());
             }
         }
-        if wrote {
-            self.dst.flush().await?;
-        }
-        Ok(())
+        self.dst.flush().await.map_err(|_| PumpEnd::WriteError)
     }
 
     /// Scan and forward everything complete in the buffer.
@@ -217,127 +317,286 @@ where
         let mut pass_from = self.start;
         let mut pos = self.start;
         loop {
-            match self.scanner.step(&self.buf[pos..self.end]) {
-                Ok(Step::Pass(n)) => pos += n,
+            let step = self.scanner.step(&self.buf[pos..self.end]);
+            match step {
                 Ok(Step::NeedMore) => break,
-                Ok(Step::Control(h, n)) => {
-                    if pass_from < pos {
-                        self.write_out(pass_from, pos).await?;
+                Ok(Step::Pass(n)) => {
+                    if self.skip > 0 {
+                        // Payload of a dropped frame: flush what precedes it, skip it.
+                        self.flush_range(pass_from, pos).await?;
+                        self.skip -= n as u64;
+                        pos += n;
+                        pass_from = pos;
+                    } else {
+                        pos += n;
                     }
-                    self.control(h, pos, n);
-                    if !self.dst_shut {
-                        let raw = &self.buf[pos..pos + n];
-                        self.dst
-                            .write_all(raw)
-                            .await
-                            .map_err(|_| PumpEnd::IoError)?;
+                }
+                Ok(Step::Header(h, n)) => {
+                    self.check_mask(&h)?;
+                    self.shared
+                        .last_data_ms
+                        .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    if self.limits.is_some() {
+                        // Throttling sleeps here, before reading on: TCP backpressure.
+                        match self.admit(&h).await? {
+                            true => pos += n,
+                            false => {
+                                self.flush_range(pass_from, pos).await?;
+                                self.skip = h.payload_len;
+                                pos += n;
+                                pass_from = pos;
+                            }
+                        }
+                    } else {
+                        pos += n;
+                    }
+                }
+                Ok(Step::Control(h, n)) => {
+                    self.check_mask(&h)?;
+                    self.flush_range(pass_from, pos).await?;
+                    if self.control(h, pos, n) {
+                        let (a, b) = (pos, pos + n);
+                        let raw = self.buf[a..b].to_vec();
+                        self.write_dst(&raw).await?;
                     }
                     pos += n;
                     pass_from = pos;
                 }
                 Err(e) => {
-                    if pass_from < pos {
-                        self.write_out(pass_from, pos).await?;
-                    }
+                    self.flush_range(pass_from, pos).await?;
                     return Err(PumpEnd::Protocol(e));
                 }
             }
         }
-        if pass_from < pos {
-            self.write_out(pass_from, pos).await?;
-        }
-        self.dst.flush().await.map_err(|_| PumpEnd::IoError)?;
+        self.flush_range(pass_from, pos).await?;
+        self.dst.flush().await.map_err(|_| PumpEnd::WriteError)?;
         self.start = pos;
-        self.write_pending().await.map_err(|_| PumpEnd::IoError)?;
-        Ok(())
+        self.write_pending().await
     }
 
-    async fn write_out(&mut self, a: usize, b: usize) -> Result<(), PumpEnd> {
-        if self.dst_shut {
+    async fn flush_range(&mut self, a: usize, b: usize) -> Result<(), PumpEnd> {
+        if a >= b || self.dst_shut {
             return Ok(());
         }
-        self.dst
-            .write_all(&self.buf[a..b])
-            .await
-            .map_err(|_| PumpEnd::IoError)
+        // Take the buffer out while writing so `write_dst` can borrow self.
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.write_dst(&buf[a..b]).await;
+        self.buf = buf;
+        r
     }
 
-    /// Look at a control frame before it is forwarded.
-    fn control(&mut self, h: FrameHeader, at: usize, len: usize) {
-        if h.opcode == frame::OP_CLOSE && self.close_sent.is_none() {
-            let payload = frame::control_payload(&h, &self.buf[at..at + len]);
-            self.close_sent = Some(frame::close_code(&payload));
+    /// RFC 6455 §5.1: client frames are masked, server frames are not.
+    fn check_mask(&self, h: &FrameHeader) -> Result<(), PumpEnd> {
+        let ok = match self.from {
+            Side::Client => h.mask.is_some(),
+            Side::Upstream => h.mask.is_none(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(PumpEnd::Protocol(FrameError::BadMasking))
         }
     }
 
-    /// Make room in the buffer for the next read: move a held-back partial frame to the front,
-    /// grow when the last read filled the buffer.
-    fn compact(&mut self, last_read_filled: bool) {
+    /// Size and rate checks for a client data frame. Ok(false): drop this frame.
+    async fn admit(&mut self, h: &FrameHeader) -> Result<bool, PumpEnd> {
+        let Some(l) = self.limits.as_mut() else {
+            return Ok(true);
+        };
+        let first = h.opcode != frame::OP_CONT;
+        if first {
+            l.message_len = 0;
+            l.dropping = false;
+        }
+        l.message_len = l.message_len.saturating_add(h.payload_len);
+        if h.payload_len > l.max_frame || l.message_len > l.max_message {
+            self.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                len = h.payload_len,
+                message = l.message_len,
+                "message too big: closing 1009"
+            );
+            return Err(PumpEnd::Guard(close::TOO_BIG, "message too big"));
+        }
+        if l.dropping {
+            return Ok(false);
+        }
+        let mut over: Option<Duration> = None;
+        if first
+            && let Some(m) = &l.messages
+            && let Err(not_until) = m.check()
+        {
+            over = Some(not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            )));
+        }
+        if over.is_none()
+            && h.payload_len > 0
+            && let Some((b, burst)) = &l.bytes
+        {
+            let n = h.payload_len.min(*burst as u64) as u32;
+            match b.check_n(NonZeroU32::new(n).expect("nonzero")) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    over = Some(not_until.wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    )));
+                }
+                Err(_) => over = Some(Duration::from_secs(1)),
+            }
+        }
+        let Some(wait) = over else {
+            return Ok(true);
+        };
+        match l.policy {
+            RatePolicy::Close => {
+                self.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("rate limit exceeded: closing 1008");
+                Err(PumpEnd::Guard(close::POLICY, "rate limit exceeded"))
+            }
+            RatePolicy::Drop => {
+                self.stats.rate_drops.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("rate limit exceeded: message dropped");
+                l.dropping = true;
+                Ok(false)
+            }
+            RatePolicy::Throttle => {
+                self.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?wait, "rate limit exceeded: throttling");
+                tokio::time::sleep(wait).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Look at a control frame; returns whether to forward it.
+    fn control(&mut self, h: FrameHeader, at: usize, len: usize) -> bool {
+        match h.opcode {
+            frame::OP_CLOSE => {
+                if self.close_sent.is_none() {
+                    let payload = frame::control_payload(&h, &self.buf[at..at + len]);
+                    self.close_sent = Some(frame::close_code(&payload));
+                }
+                true
+            }
+            frame::OP_PONG => {
+                let payload = frame::control_payload(&h, &self.buf[at..at + len]);
+                match payload.strip_prefix(HB_TAG) {
+                    Some(seq) => {
+                        let seq = std::str::from_utf8(seq)
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        let slot = match self.from {
+                            Side::Client => &self.shared.client_pong,
+                            Side::Upstream => &self.shared.upstream_pong,
+                        };
+                        slot.fetch_max(seq, Ordering::Relaxed);
+                        false // answers our heartbeat: consumed
+                    }
+                    None => true,
+                }
+            }
+            _ => true,
+        }
+    }
+
+    /// Read more bytes; for TCP, wait for readiness first and allocate the buffer only then.
+    async fn read_more(
+        src: &mut Reader,
+        buf: &mut Vec<u8>,
+        end: usize,
+        want: usize,
+    ) -> std::io::Result<usize> {
+        let ensure = |buf: &mut Vec<u8>| {
+            if buf.len() <= end {
+                buf.resize(want.max(end + MIN_BUF), 0);
+            }
+        };
+        match src {
+            Reader::Tcp(tcp) => loop {
+                tcp.readable().await?;
+                ensure(buf);
+                match tcp.try_read(&mut buf[end..]) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            Reader::Other(r) => {
+                ensure(buf);
+                r.read(&mut buf[end..]).await
+            }
+        }
+    }
+
+    /// After forwarding: keep a held-back partial frame at the front; adapt the next buffer's
+    /// size; release the buffer of a TCP reader when nothing is held (idle relays hold none).
+    fn settle(&mut self, read: usize, capacity: usize) {
+        if read == capacity {
+            self.want = (self.want * 2).min(MAX_BUF);
+        } else if read < capacity / 4 {
+            self.want = (self.want / 2).max(MIN_BUF);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if matches!(self.src, Reader::Tcp(_)) {
+                self.buf = Vec::new();
+            }
         } else if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if (last_read_filled || self.end == self.buf.len()) && self.buf.len() < MAX_BUF {
-            self.buf.resize(self.buf.len() * 2, 0);
-        }
     }
 
     async fn run(mut self, shutdown: CancellationToken) -> PumpResult {
         let mut shutting_down = false;
-        let mut filled = false;
-        if self.end > 0 {
-            // Bytes the peer sent right behind its handshake.
-            if let Err(e) = self.forward().await {
-                self.finish(&e).await;
-                return PumpResult {
-                    bytes: self.bytes,
-                    close_sent: self.close_sent,
-                    end: e,
-                };
-            }
-        }
         // Created once: a fresh `cancelled()` per iteration would lock the token's shared mutex
         // twice per message.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let end = loop {
-            self.compact(filled);
-            tokio::select! {
-                biased;
-                _ = &mut cancelled, if !shutting_down => {
-                    shutting_down = true;
-                    // Close our output's peer with 1001; keep reading so its close reply passes.
-                    self.pending.push(Inject {
-                        opcode: frame::OP_CLOSE,
-                        payload: frame::close_payload(close::GOING_AWAY, "server shutting down"),
-                        then_shutdown: false,
-                    });
-                    if self.write_pending().await.is_err() {
-                        break PumpEnd::IoError;
-                    }
+        let end = 'run: {
+            if self.end > 0 {
+                // Bytes the peer sent right behind its handshake.
+                if let Err(e) = self.forward().await {
+                    break 'run e;
                 }
-                Some(inj) = self.inbox.recv() => {
-                    self.pending.push(inj);
-                    if self.write_pending().await.is_err() {
-                        break PumpEnd::IoError;
-                    }
-                }
-                r = self.src.read(&mut self.buf[self.end..]) => match r {
-                    Ok(0) => break if shutting_down { PumpEnd::ShutdownDone } else { PumpEnd::Eof },
-                    Ok(n) => {
-                        filled = self.end + n == self.buf.len();
-                        self.end += n;
-                        self.bytes += n as u64;
-                        if let Err(e) = self.forward().await {
-                            break e;
+                let cap = self.buf.len();
+                self.settle(0, cap);
+            }
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut cancelled, if !shutting_down => {
+                        shutting_down = true;
+                        // Close our output's peer with 1001; keep reading so its reply passes.
+                        self.pending.push(Inject::close(close::GOING_AWAY, "server shutting down", false));
+                        if let Err(e) = self.write_pending().await {
+                            break 'run e;
                         }
                     }
-                    Err(_) => break PumpEnd::IoError,
-                },
+                    Some(inj) = self.inbox.recv() => {
+                        self.pending.push(inj);
+                        if let Err(e) = self.write_pending().await {
+                            break 'run e;
+                        }
+                    }
+                    r = Self::read_more(&mut self.src, &mut self.buf, self.end, self.want) => match r {
+                        Ok(0) => break 'run if shutting_down { PumpEnd::ShutdownDone } else { PumpEnd::Eof },
+                        Ok(n) => {
+                            let cap = self.buf.len() - self.end;
+                            self.end += n;
+                            self.bytes += n as u64;
+                            if let Err(e) = self.forward().await {
+                                break 'run e;
+                            }
+                            self.settle(n, cap);
+                        }
+                        Err(_) => break 'run PumpEnd::IoError,
+                    },
+                }
             }
         };
         self.finish(&end).await;
@@ -348,89 +607,280 @@ where
         }
     }
 
-    /// The source is gone or misbehaved: tell the destination, then shut it down.
+    /// The source is gone or misbehaved: tell the destination (and, for a guard or protocol
+    /// violation, the offender), then shut the destination down.
     async fn finish(&mut self, end: &PumpEnd) {
-        let code = match end {
+        let to_dst: Option<(u16, &str)> = match end {
             // A clean close already went through: just pass the TCP close on.
             PumpEnd::Eof if self.close_sent.is_some() => None,
             PumpEnd::Eof | PumpEnd::IoError => Some(match self.from {
                 Side::Upstream => (close::BAD_GATEWAY, "upstream went away"),
                 Side::Client => (close::GOING_AWAY, "client went away"),
             }),
-            PumpEnd::Protocol(_) => Some((close::PROTOCOL_ERROR, "protocol error")),
+            PumpEnd::Protocol(_) => {
+                self.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                let _ = self.to_source.try_send(Inject::close(
+                    close::PROTOCOL_ERROR,
+                    "protocol error",
+                    true,
+                ));
+                Some(match self.from {
+                    Side::Upstream => (close::BAD_GATEWAY, "upstream protocol error"),
+                    Side::Client => (close::GOING_AWAY, "client protocol error"),
+                })
+            }
+            PumpEnd::Guard(code, reason) => {
+                let _ = self.to_source.try_send(Inject::close(*code, reason, true));
+                Some((close::GOING_AWAY, "client closed by wsedge"))
+            }
+            // Our destination is stuck or broken: nothing more can be written to it.
+            PumpEnd::WriteStalled => {
+                self.stats
+                    .slow_reader_closes
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(side = ?self.from, "peer too slow to read: dropping the connection");
+                let reason = match self.from {
+                    Side::Upstream => "client too slow",
+                    Side::Client => "upstream too slow",
+                };
+                let _ = self
+                    .to_source
+                    .try_send(Inject::close(close::GOING_AWAY, reason, true));
+                self.dst_shut = true;
+                None
+            }
+            PumpEnd::WriteError => {
+                self.dst_shut = true;
+                None
+            }
             PumpEnd::ShutdownDone => None,
         };
-        if let Some((code, reason)) = code {
-            if self.close_sent.is_none() {
-                self.pending.push(Inject {
-                    opcode: frame::OP_CLOSE,
-                    payload: frame::close_payload(code, reason),
-                    then_shutdown: false,
-                });
-            }
-            if let PumpEnd::Protocol(_) = end {
-                // The offender gets the 1002 too.
-                let _ = self.to_source.try_send(Inject {
-                    opcode: frame::OP_CLOSE,
-                    payload: frame::close_payload(close::PROTOCOL_ERROR, "protocol error"),
-                    then_shutdown: true,
-                });
-            }
+        if let Some((code, reason)) = to_dst
+            && self.close_sent.is_none()
+        {
+            self.pending.push(Inject::close(code, reason, false));
         }
         // Mid-frame we cannot write a frame of our own: the TCP close has to do.
-        let _ = self.write_pending().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.write_pending()).await;
         if !self.dst_shut {
-            let _ = self.dst.flush().await;
-            let _ = self.dst.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = self.dst.flush().await;
+                let _ = self.dst.shutdown().await;
+            })
+            .await;
             self.dst_shut = true;
         }
     }
 }
 
-/// Relay an upgraded client connection and an upgraded upstream connection until both
-/// directions are done (or one is done and the other lingered `LINGER`).
-pub async fn relay(client: Peer, upstream: Peer, shutdown: CancellationToken) -> RelayOutcome {
+/// Relay an upgraded client connection and an upgraded upstream connection under `guard` until
+/// both directions are done (or one is done and the other lingered `LINGER`).
+pub async fn relay(
+    client: Peer,
+    upstream: Peer,
+    guard: &Guard,
+    stats: Arc<GuardStats>,
+    shutdown: CancellationToken,
+) -> RelayOutcome {
     let (to_client_tx, to_client_rx) = mpsc::channel(4);
     let (to_up_tx, to_up_rx) = mpsc::channel(4);
-    let c2u = Pump::new(
+    let shared = Arc::new(Shared::default());
+    let started = Instant::now();
+    let limits = Limits {
+        max_frame: guard.max_frame,
+        max_message: guard.max_message,
+        policy: guard.rate_policy,
+        messages: guard.messages.map(|r| limiter(r.per_sec, r.burst)),
+        bytes: guard.bytes.map(|r| (limiter(r.per_sec, r.burst), r.burst)),
+        message_len: 0,
+        dropping: false,
+    };
+    let pump =
+        |peer_rd: Reader, prefix: Bytes, dst: BoxWrite, from: Side, inbox, to_source, limits| {
+            Pump {
+                src: peer_rd,
+                dst,
+                from,
+                scanner: Scanner::default(),
+                end: prefix.len(),
+                buf: prefix.to_vec(),
+                start: 0,
+                want: MIN_BUF,
+                pending: Vec::new(),
+                inbox,
+                to_source,
+                bytes: prefix.len() as u64,
+                close_sent: None,
+                dst_shut: false,
+                skip: 0,
+                limits,
+                slow_reader_timeout: guard.slow_reader_timeout,
+                shared: shared.clone(),
+                started,
+                stats: stats.clone(),
+            }
+        };
+    let c2u = pump(
         client.rd,
+        client.prefix,
         upstream.wr,
         Side::Client,
-        client.prefix,
         to_up_rx,
-        to_client_tx,
+        to_client_tx.clone(),
+        Some(limits),
     )
     .run(shutdown.clone());
-    let u2c = Pump::new(
+    let u2c = pump(
         upstream.rd,
+        upstream.prefix,
         client.wr,
         Side::Upstream,
-        upstream.prefix,
         to_client_rx,
-        to_up_tx,
+        to_up_tx.clone(),
+        None,
     )
     .run(shutdown.clone());
-    tokio::pin!(c2u, u2c);
+    let control = controller(guard, &shared, started, &to_client_tx, &to_up_tx, &stats);
+    tokio::pin!(c2u, u2c, control);
+    let mut guard_end: Option<EndReason> = None;
     let (from_client, from_upstream, first) = tokio::select! {
         a = &mut c2u => {
-            let b = tokio::time::timeout(LINGER, u2c).await.ok();
+            let b = tokio::time::timeout(LINGER, &mut u2c).await.ok();
             (Some(a), b, Side::Client)
         }
         b = &mut u2c => {
-            let a = tokio::time::timeout(LINGER, c2u).await.ok();
+            let a = tokio::time::timeout(LINGER, &mut c2u).await.ok();
             (a, Some(b), Side::Upstream)
         }
+        end = &mut control => {
+            // Closes were injected; give the pumps a second to deliver them, then drop both
+            // connections (an unresponsive peer gets the TCP close).
+            guard_end = Some(end);
+            let both = async { tokio::join!(&mut c2u, &mut u2c) };
+            match tokio::time::timeout(Duration::from_secs(1), both).await {
+                Ok((a, b)) => (Some(a), Some(b), Side::Client),
+                Err(_) => (None, None, Side::Client),
+            }
+        }
     };
-    let end = end_reason(
-        from_client.as_ref(),
-        from_upstream.as_ref(),
-        first,
-        shutdown.is_cancelled(),
-    );
+    let end = guard_end.unwrap_or_else(|| {
+        end_reason(
+            from_client.as_ref(),
+            from_upstream.as_ref(),
+            first,
+            shutdown.is_cancelled(),
+        )
+    });
     RelayOutcome {
         bytes_from_client: from_client.as_ref().map_or(0, |r| r.bytes),
         bytes_from_upstream: from_upstream.as_ref().map_or(0, |r| r.bytes),
         end,
+    }
+}
+
+/// Heartbeat both peers and watch for idleness; resolves only when the guard closes the session.
+async fn controller(
+    guard: &Guard,
+    shared: &Shared,
+    started: Instant,
+    to_client: &mpsc::Sender<Inject>,
+    to_upstream: &mpsc::Sender<Inject>,
+    stats: &GuardStats,
+) -> EndReason {
+    let far = Duration::from_secs(365 * 86_400);
+    let mut seq: u64 = 0;
+    let mut next_ping = guard.heartbeat_interval.map(|i| started + i);
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let idle_at = guard.idle_timeout.map(|t| {
+            started + Duration::from_millis(shared.last_data_ms.load(Ordering::Relaxed)) + t
+        });
+        let wake = [deadline, next_ping, idle_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(started + far);
+        tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
+        if let Some(at) = idle_at
+            && now >= at
+        {
+            // Re-check: data may have moved while we slept.
+            let last = started + Duration::from_millis(shared.last_data_ms.load(Ordering::Relaxed));
+            if now >= last + guard.idle_timeout.unwrap_or(far) {
+                stats.idle_closes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("idle timeout: closing 1001");
+                let _ = to_client.try_send(Inject::close(close::GOING_AWAY, "idle timeout", true));
+                let _ =
+                    to_upstream.try_send(Inject::close(close::GOING_AWAY, "idle timeout", true));
+                return EndReason::Guard {
+                    side: Side::Client,
+                    code: close::GOING_AWAY,
+                    reason: "idle timeout",
+                };
+            }
+        }
+        if let Some(d) = deadline
+            && now >= d
+        {
+            deadline = None;
+            let client_ok = shared.client_pong.load(Ordering::Relaxed) >= seq;
+            let upstream_ok = shared.upstream_pong.load(Ordering::Relaxed) >= seq;
+            if !client_ok || !upstream_ok {
+                stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                return if !client_ok {
+                    tracing::debug!("client missed its heartbeat: closing 1001");
+                    let _ = to_client.try_send(Inject::close(
+                        close::GOING_AWAY,
+                        "heartbeat timeout",
+                        true,
+                    ));
+                    let _ = to_upstream.try_send(Inject::close(
+                        close::GOING_AWAY,
+                        "client went away",
+                        true,
+                    ));
+                    EndReason::Guard {
+                        side: Side::Client,
+                        code: close::GOING_AWAY,
+                        reason: "heartbeat timeout",
+                    }
+                } else {
+                    tracing::debug!("upstream missed its heartbeat: closing the client with 1014");
+                    let _ = to_client.try_send(Inject::close(
+                        close::BAD_GATEWAY,
+                        "upstream not responding",
+                        true,
+                    ));
+                    let _ = to_upstream.try_send(Inject::close(
+                        close::GOING_AWAY,
+                        "heartbeat timeout",
+                        true,
+                    ));
+                    EndReason::Guard {
+                        side: Side::Upstream,
+                        code: close::BAD_GATEWAY,
+                        reason: "upstream heartbeat timeout",
+                    }
+                };
+            }
+        }
+        if let (Some(at), Some(interval)) = (next_ping, guard.heartbeat_interval)
+            && now >= at
+            && deadline.is_none()
+        {
+            seq += 1;
+            let payload = [HB_TAG, seq.to_string().as_bytes()].concat();
+            let ping = |p: &Vec<u8>| Inject {
+                opcode: frame::OP_PING,
+                payload: p.clone(),
+                then_shutdown: false,
+            };
+            let _ = to_client.try_send(ping(&payload));
+            let _ = to_upstream.try_send(ping(&payload));
+            deadline = Some(now + guard.heartbeat_timeout);
+            next_ping = Some(now + interval.max(guard.heartbeat_timeout));
+        }
     }
 }
 
@@ -442,19 +892,34 @@ fn end_reason(
 ) -> EndReason {
     let close_of = |r: Option<&PumpResult>| r.and_then(|r| r.close_sent);
     for (side, r) in [(Side::Client, c), (Side::Upstream, u)] {
-        if let Some(PumpResult {
-            end: PumpEnd::Protocol(e),
-            ..
-        }) = r
-        {
-            return EndReason::Protocol(side, e.to_string());
+        match r.map(|r| &r.end) {
+            Some(PumpEnd::Protocol(e)) => return EndReason::Protocol(side, e.to_string()),
+            Some(PumpEnd::Guard(code, reason)) => {
+                return EndReason::Guard {
+                    side,
+                    code: *code,
+                    reason,
+                };
+            }
+            // The destination of the pump that reads `side` is the other side.
+            Some(PumpEnd::WriteStalled) => {
+                let slow = if side == Side::Client {
+                    Side::Upstream
+                } else {
+                    Side::Client
+                };
+                return EndReason::Guard {
+                    side: slow,
+                    code: close::POLICY,
+                    reason: "slow reader",
+                };
+            }
+            _ => {}
         }
     }
     if shutting_down {
         return EndReason::Shutdown;
     }
-    // The first close frame seen wins; when both sent one, the one whose pump ended first was the
-    // reply's sender only if the other is missing, so prefer the side that finished first.
     match (close_of(c), close_of(u)) {
         (Some(code), None) => EndReason::Closed {
             by: Side::Client,
@@ -464,20 +929,18 @@ fn end_reason(
             by: Side::Upstream,
             code,
         },
-        (Some(cc), Some(uc)) => {
-            // The initiator is the side that did NOT finish first (its peer answered and
-            // closed the TCP connection first, as RFC 6455 has the server do).
-            match first {
-                Side::Upstream => EndReason::Closed {
-                    by: Side::Client,
-                    code: cc,
-                },
-                Side::Client => EndReason::Closed {
-                    by: Side::Upstream,
-                    code: uc,
-                },
-            }
-        }
+        // Both sent one: the initiator is the side that did NOT finish first (its peer
+        // answered and closed the TCP connection first, as RFC 6455 has the server do).
+        (Some(cc), Some(uc)) => match first {
+            Side::Upstream => EndReason::Closed {
+                by: Side::Client,
+                code: cc,
+            },
+            Side::Client => EndReason::Closed {
+                by: Side::Upstream,
+                code: uc,
+            },
+        },
         (None, None) => EndReason::Died(first),
     }
 }
