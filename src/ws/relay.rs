@@ -217,6 +217,10 @@ type DirectLimiter = RateLimiter<
     governor::middleware::NoOpMiddleware,
 >;
 
+fn now() -> governor::clock::QuantaInstant {
+    governor::clock::Clock::now(&governor::clock::DefaultClock::default())
+}
+
 fn limiter(per_sec: u32, burst: u32) -> DirectLimiter {
     let per = NonZeroU32::new(per_sec.max(1)).expect("nonzero");
     let burst = NonZeroU32::new(burst.max(1)).expect("nonzero");
@@ -421,50 +425,58 @@ impl Pump {
         if l.dropping {
             return Ok(false);
         }
-        let mut over: Option<Duration> = None;
-        if first
-            && let Some(m) = &l.messages
-            && let Err(not_until) = m.check()
-        {
-            over = Some(not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            )));
+        // Each limiter is asked once; under `throttle` a refused one is asked again after the
+        // wait it names, so a delayed message still pays for its cell.
+        let throttle = l.policy == RatePolicy::Throttle;
+        let mut throttled = false;
+        if first && let Some(m) = &l.messages {
+            while let Err(wait) = m.check().map_err(|nu| nu.wait_time_from(now())) {
+                if !throttle {
+                    return self.over_limit();
+                }
+                throttled = true;
+                tokio::time::sleep(wait).await;
+            }
         }
-        if over.is_none()
-            && h.payload_len > 0
+        if h.payload_len > 0
             && let Some((b, burst)) = &l.bytes
         {
-            let n = h.payload_len.min(*burst as u64) as u32;
-            match b.check_n(NonZeroU32::new(n).expect("nonzero")) {
-                Ok(Ok(())) => {}
-                Ok(Err(not_until)) => {
-                    over = Some(not_until.wait_time_from(governor::clock::Clock::now(
-                        &governor::clock::DefaultClock::default(),
-                    )));
+            // A frame larger than the burst pays for a whole burst (it can never fit at once).
+            let n = NonZeroU32::new(h.payload_len.min(*burst as u64) as u32).expect("nonzero");
+            loop {
+                let r = match b.check_n(n) {
+                    Ok(r) => r.map_err(|nu| nu.wait_time_from(now())),
+                    Err(_) => Err(Duration::from_secs(1)),
+                };
+                let Err(wait) = r else { break };
+                if !throttle {
+                    return self.over_limit();
                 }
-                Err(_) => over = Some(Duration::from_secs(1)),
+                throttled = true;
+                tokio::time::sleep(wait).await;
             }
         }
-        let Some(wait) = over else {
-            return Ok(true);
-        };
+        if throttled {
+            self.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("rate limit reached: client throttled");
+        }
+        Ok(true)
+    }
+
+    /// `close` and `drop` policies for a message over the rate.
+    fn over_limit(&mut self) -> Result<bool, PumpEnd> {
+        let l = self.limits.as_mut().expect("limits are set");
         match l.policy {
-            RatePolicy::Close => {
-                self.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("rate limit exceeded: closing 1008");
-                Err(PumpEnd::Guard(close::POLICY, "rate limit exceeded"))
-            }
             RatePolicy::Drop => {
                 self.stats.rate_drops.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("rate limit exceeded: message dropped");
                 l.dropping = true;
                 Ok(false)
             }
-            RatePolicy::Throttle => {
-                self.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(?wait, "rate limit exceeded: throttling");
-                tokio::time::sleep(wait).await;
-                Ok(true)
+            _ => {
+                self.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("rate limit exceeded: closing 1008");
+                Err(PumpEnd::Guard(close::POLICY, "rate limit exceeded"))
             }
         }
     }
@@ -752,6 +764,14 @@ pub async fn relay(
             let a = tokio::time::timeout(LINGER, &mut c2u).await.ok();
             (a, Some(b), Side::Upstream)
         }
+        _ = shutdown.cancelled() => {
+            // Both pumps have sent 1001; give the peers LINGER to answer, then drop them.
+            let both = async { tokio::join!(&mut c2u, &mut u2c) };
+            match tokio::time::timeout(LINGER, both).await {
+                Ok((a, b)) => (Some(a), Some(b), Side::Client),
+                Err(_) => (None, None, Side::Client),
+            }
+        }
         end = &mut control => {
             // Closes were injected; give the pumps a second to deliver them, then drop both
             // connections (an unresponsive peer gets the TCP close).
@@ -942,5 +962,175 @@ fn end_reason(
             },
         },
         (None, None) => EndReason::Died(first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The heartbeat under tokio's paused clock, on in-memory streams.
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    /// A peer that reads frames and, if `answer`, answers pings with pongs (masked when it is
+    /// the client). Reports every frame it saw as (opcode, payload).
+    fn peer(
+        mut io: DuplexStream,
+        answer: bool,
+        client: bool,
+    ) -> tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>> {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                while let Ok(Some(h)) = FrameHeader::parse(&buf) {
+                    let total = h.header_len + h.payload_len as usize;
+                    if buf.len() < total {
+                        break;
+                    }
+                    let mut payload = buf[h.header_len..total].to_vec();
+                    if let Some(m) = h.mask {
+                        frame::apply_mask(&mut payload, m, 0);
+                    }
+                    buf.drain(..total);
+                    let mask = client.then_some([7, 7, 7, 7]);
+                    if answer && h.opcode == frame::OP_PING {
+                        let _ = io
+                            .write_all(&frame::encode(frame::OP_PONG, &payload, mask))
+                            .await;
+                    }
+                    let is_close = h.opcode == frame::OP_CLOSE;
+                    seen.push((h.opcode, payload));
+                    if is_close && answer {
+                        // Answer the close and hang up, as a well-behaved peer does.
+                        let _ = io
+                            .write_all(&frame::encode(frame::OP_CLOSE, &[], mask))
+                            .await;
+                        return seen;
+                    }
+                }
+                match io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return seen,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+    }
+
+    fn guard() -> Guard {
+        Guard {
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            heartbeat_timeout: Duration::from_secs(10),
+            ..Guard::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_closed_after_interval_plus_timeout() {
+        let (client_far, client_near) = tokio::io::duplex(1 << 16);
+        let (up_far, up_near) = tokio::io::duplex(1 << 16);
+        let client = peer(client_far, false, true);
+        let upstream = peer(up_far, true, false);
+        let t = Instant::now();
+        let out = relay(
+            Peer::io(client_near, Bytes::new()),
+            Peer::io(up_near, Bytes::new()),
+            &guard(),
+            Arc::default(),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            out.end,
+            EndReason::Guard {
+                side: Side::Client,
+                code: 1001,
+                reason: "heartbeat timeout"
+            }
+        );
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_secs(40),
+            "30 s interval + 10 s timeout"
+        );
+        let seen = client.await.unwrap();
+        assert_eq!(seen[0], (frame::OP_PING, b"wsedge-hb:1".to_vec()));
+        assert_eq!(seen[1].0, frame::OP_CLOSE);
+        assert_eq!(frame::close_code(&seen[1].1), 1001);
+        let up_seen = upstream.await.unwrap();
+        assert_eq!(up_seen[0], (frame::OP_PING, b"wsedge-hb:1".to_vec()));
+        assert_eq!(up_seen.last().unwrap().0, frame::OP_CLOSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answering_peers_stay_connected_and_pongs_are_consumed() {
+        let (client_far, client_near) = tokio::io::duplex(1 << 16);
+        let (up_far, up_near) = tokio::io::duplex(1 << 16);
+        let client = peer(client_far, true, true);
+        let upstream = peer(up_far, true, false);
+        let shutdown = CancellationToken::new();
+        let relay = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                relay(
+                    Peer::io(client_near, Bytes::new()),
+                    Peer::io(up_near, Bytes::new()),
+                    &guard(),
+                    Arc::default(),
+                    shutdown,
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(600)).await; // 20 heartbeats
+        assert!(!relay.is_finished(), "live peers are not closed");
+        shutdown.cancel();
+        let out = relay.await.unwrap();
+        assert_eq!(out.end, EndReason::Shutdown);
+        let client_seen = client.await.unwrap();
+        let upstream_seen = upstream.await.unwrap();
+        let pings = client_seen
+            .iter()
+            .filter(|(op, _)| *op == frame::OP_PING)
+            .count();
+        assert!(pings >= 19, "{pings}");
+        // Neither side ever received the other's heartbeat pongs.
+        assert!(
+            !client_seen
+                .iter()
+                .chain(&upstream_seen)
+                .any(|(op, _)| *op == frame::OP_PONG)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_upstream_gets_the_client_closed_with_1014() {
+        let (client_far, client_near) = tokio::io::duplex(1 << 16);
+        let (up_far, up_near) = tokio::io::duplex(1 << 16);
+        let client = peer(client_far, true, true);
+        let _upstream = peer(up_far, false, false);
+        let out = relay(
+            Peer::io(client_near, Bytes::new()),
+            Peer::io(up_near, Bytes::new()),
+            &guard(),
+            Arc::default(),
+            CancellationToken::new(),
+        )
+        .await;
+        assert!(
+            matches!(
+                out.end,
+                EndReason::Guard {
+                    side: Side::Upstream,
+                    code: 1014,
+                    ..
+                }
+            ),
+            "{:?}",
+            out.end
+        );
+        let seen = client.await.unwrap();
+        let close = seen.iter().find(|(op, _)| *op == frame::OP_CLOSE).unwrap();
+        assert_eq!(frame::close_code(&close.1), 1014);
     }
 }

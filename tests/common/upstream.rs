@@ -33,6 +33,8 @@ pub enum Event {
     WsEnded,
     /// A message a WebSocket endpoint received.
     WsMessage(Message),
+    /// `/ws-flood` stopped: how many bytes it got out before the connection failed.
+    FloodEnded(u64),
 }
 
 pub struct Upstream {
@@ -216,6 +218,23 @@ fn websocket(req: &mut Request<Incoming>, tx: mpsc::UnboundedSender<Event>) -> R
         let io = TokioIo::new(upgraded);
         if deflate {
             deflate_echo(io, tx).await;
+            return;
+        }
+        if path == "/ws-silent" {
+            // Holds the connection and never reads: pings go unanswered.
+            let _io = io;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        if path == "/ws-flood" {
+            // Sends 64 KiB messages as fast as the connection takes them.
+            let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+            let mut sent: u64 = 0;
+            while ws.send(Message::Binary(chunk.clone())).await.is_ok() {
+                sent += chunk.len() as u64;
+            }
+            let _ = tx.send(Event::FloodEnded(sent));
             return;
         }
         let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
