@@ -148,7 +148,12 @@ fn client_peer(up: Upgraded) -> Peer {
         Ok(p) => Peer::tcp(p.io.into_inner().into_inner(), p.read_buf),
         Err(up) => match up.downcast::<Tls>() {
             Ok(p) => Peer::io(p.io.into_inner().into_inner(), p.read_buf),
-            Err(up) => Peer::io(TokioIo::new(up), bytes::Bytes::new()),
+            Err(up) => {
+                tracing::warn!(
+                    "client connection type not recognised: relaying through the generic path"
+                );
+                Peer::io(TokioIo::new(up), bytes::Bytes::new())
+            }
         },
     }
 }

@@ -10,8 +10,7 @@ pub(crate) mod framing;
 use crate::config::{Config, HostPattern};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, CertStore};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,12 +222,13 @@ async fn accept_loop(
         let (proxy, shutdown, tls) = (proxy.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
             match tls {
-                None => serve(tcp, ConnInfo { peer, tls: false }, proxy, shutdown).await,
+                None => serve(tcp, ConnInfo { peer, tls: false }, false, proxy, shutdown).await,
                 Some((config, store)) => {
                     let handshake = tls::accept::accept(tcp, config, &store);
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(stream)) => {
-                            serve(stream, ConnInfo { peer, tls: true }, proxy, shutdown).await
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve(stream, ConnInfo { peer, tls: true }, h2, proxy, shutdown).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -239,42 +239,51 @@ async fn accept_loop(
     }
 }
 
-/// Serve HTTP/1.1 (with upgrades) or HTTP/2 on one connection until it ends or shutdown.
-async fn serve<I>(io: I, info: ConnInfo, proxy: Arc<Proxy>, shutdown: CancellationToken)
+/// Serve one connection until it ends or shutdown: HTTP/2 when TLS negotiated `h2` by ALPN,
+/// HTTP/1.1 (with upgrades) otherwise. No protocol sniffing: the connection type stays concrete,
+/// so an upgraded WebSocket gets its plain socket back (see `proxy::websocket::client_peer`).
+async fn serve<I>(io: I, info: ConnInfo, h2: bool, proxy: Arc<Proxy>, shutdown: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let proxy_limits = proxy.limits.clone();
+    let limits = proxy.limits.clone();
     let flags = Arc::new(framing::Flags::default());
-    let io = framing::Tracked::new(io, flags.clone());
     // Requests on one HTTP/1 connection reach the service in order: number them like the tracker.
     let next_index = AtomicU64::new(0);
+    let svc_flags = flags.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let smuggled = flags.is_flagged(next_index.fetch_add(1, Ordering::Relaxed));
+        let smuggled = svc_flags.is_flagged(next_index.fetch_add(1, Ordering::Relaxed));
         proxy.clone().handle(req, info, smuggled)
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        // Slowloris: the whole request head must arrive within the handshake timeout.
-        .header_read_timeout(proxy_limits.handshake_timeout)
-        .max_buf_size(proxy_limits.max_header_size);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(proxy_limits.max_header_size as u32);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
-        }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+        }};
+    }
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_size as u32);
+        drive!(b.serve_connection(TokioIo::new(io), svc));
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            // Slowloris: the whole request head must arrive within the handshake timeout.
+            .header_read_timeout(limits.handshake_timeout)
+            .max_buf_size(limits.max_header_size);
+        let io = framing::Tracked::new(io, flags);
+        drive!(b.serve_connection(TokioIo::new(io), svc).with_upgrades());
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -227,9 +227,31 @@ fn limiter(per_sec: u32, burst: u32) -> DirectLimiter {
     RateLimiter::direct(Quota::per_second(per).allow_burst(burst))
 }
 
+/// Frames waiting to be written toward one peer by the pump that writes to it. A plain list and
+/// a `Notify` instead of a channel: a channel allocates a 32-slot block up front, per connection.
+#[derive(Default)]
+struct Inbox {
+    queue: std::sync::Mutex<Vec<Inject>>,
+    notify: Notify,
+}
+
+impl Inbox {
+    fn push(&self, i: Inject) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Vec<Inject> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// State the pumps and the controller share (atomics: the pumps run concurrently).
 #[derive(Default)]
 struct Shared {
+    /// Frames for the client (written by the upstream->client pump) and for the upstream.
+    to_client: Inbox,
+    to_upstream: Inbox,
     /// Highest heartbeat sequence answered by each side.
     client_pong: AtomicU64,
     upstream_pong: AtomicU64,
@@ -264,9 +286,6 @@ struct Pump {
     want: usize,
     /// Frames waiting for the output to reach a frame boundary.
     pending: Vec<Inject>,
-    inbox: mpsc::Receiver<Inject>,
-    /// Injections for the opposite pump's output (i.e. toward our source peer).
-    to_source: mpsc::Sender<Inject>,
     bytes: u64,
     close_sent: Option<u16>,
     dst_shut: bool,
@@ -280,6 +299,22 @@ struct Pump {
 }
 
 impl Pump {
+    /// Frames for our destination peer.
+    fn inbox(&self) -> &Inbox {
+        match self.from {
+            Side::Client => &self.shared.to_upstream,
+            Side::Upstream => &self.shared.to_client,
+        }
+    }
+
+    /// Frames for our source peer (written by the opposite pump).
+    fn to_source(&self, i: Inject) {
+        match self.from {
+            Side::Client => self.shared.to_client.push(i),
+            Side::Upstream => self.shared.to_upstream.push(i),
+        }
+    }
+
     /// Frames toward the upstream must be masked: wsedge is the client on that connection.
     fn mask_for_dst(&self) -> Option<[u8; 4]> {
         match self.from {
@@ -513,7 +548,7 @@ impl Pump {
         }
     }
 
-    /// Read more bytes; for TCP, wait for readiness first and allocate the buffer only then.
+    /// Read more bytes; for TCP, wait for readiness first and hold a buffer only while reading.
     async fn read_more(
         src: &mut Reader,
         buf: &mut Vec<u8>,
@@ -531,7 +566,12 @@ impl Pump {
                 ensure(buf);
                 match tcp.try_read(&mut buf[end..]) {
                     Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Readiness was stale: wait again without holding the buffer.
+                        if end == 0 {
+                            *buf = Vec::new();
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             },
@@ -569,6 +609,13 @@ impl Pump {
         // twice per message.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let shared = self.shared.clone();
+        let inbox_notify = match self.from {
+            Side::Client => &shared.to_upstream.notify,
+            Side::Upstream => &shared.to_client.notify,
+        };
+        let notified = inbox_notify.notified();
+        tokio::pin!(notified);
         let end = 'run: {
             if self.end > 0 {
                 // Bytes the peer sent right behind its handshake.
@@ -589,8 +636,10 @@ impl Pump {
                             break 'run e;
                         }
                     }
-                    Some(inj) = self.inbox.recv() => {
-                        self.pending.push(inj);
+                    _ = &mut notified => {
+                        notified.set(inbox_notify.notified());
+                        let items = self.inbox().take();
+                        self.pending.extend(items);
                         if let Err(e) = self.write_pending().await {
                             break 'run e;
                         }
@@ -631,18 +680,14 @@ impl Pump {
             }),
             PumpEnd::Protocol(_) => {
                 self.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                let _ = self.to_source.try_send(Inject::close(
-                    close::PROTOCOL_ERROR,
-                    "protocol error",
-                    true,
-                ));
+                self.to_source(Inject::close(close::PROTOCOL_ERROR, "protocol error", true));
                 Some(match self.from {
                     Side::Upstream => (close::BAD_GATEWAY, "upstream protocol error"),
                     Side::Client => (close::GOING_AWAY, "client protocol error"),
                 })
             }
             PumpEnd::Guard(code, reason) => {
-                let _ = self.to_source.try_send(Inject::close(*code, reason, true));
+                self.to_source(Inject::close(*code, reason, true));
                 Some((close::GOING_AWAY, "client closed by wsedge"))
             }
             // Our destination is stuck or broken: nothing more can be written to it.
@@ -655,9 +700,7 @@ impl Pump {
                     Side::Upstream => "client too slow",
                     Side::Client => "upstream too slow",
                 };
-                let _ = self
-                    .to_source
-                    .try_send(Inject::close(close::GOING_AWAY, reason, true));
+                self.to_source(Inject::close(close::GOING_AWAY, reason, true));
                 self.dst_shut = true;
                 None
             }
@@ -694,8 +737,6 @@ pub async fn relay(
     stats: Arc<GuardStats>,
     shutdown: CancellationToken,
 ) -> RelayOutcome {
-    let (to_client_tx, to_client_rx) = mpsc::channel(4);
-    let (to_up_tx, to_up_rx) = mpsc::channel(4);
     let shared = Arc::new(Shared::default());
     let started = Instant::now();
     let limits = Limits {
@@ -707,38 +748,31 @@ pub async fn relay(
         message_len: 0,
         dropping: false,
     };
-    let pump =
-        |peer_rd: Reader, prefix: Bytes, dst: BoxWrite, from: Side, inbox, to_source, limits| {
-            Pump {
-                src: peer_rd,
-                dst,
-                from,
-                scanner: Scanner::default(),
-                end: prefix.len(),
-                buf: prefix.to_vec(),
-                start: 0,
-                want: MIN_BUF,
-                pending: Vec::new(),
-                inbox,
-                to_source,
-                bytes: prefix.len() as u64,
-                close_sent: None,
-                dst_shut: false,
-                skip: 0,
-                limits,
-                slow_reader_timeout: guard.slow_reader_timeout,
-                shared: shared.clone(),
-                started,
-                stats: stats.clone(),
-            }
-        };
+    let pump = |peer_rd: Reader, prefix: Bytes, dst: BoxWrite, from: Side, limits| Pump {
+        src: peer_rd,
+        dst,
+        from,
+        scanner: Scanner::default(),
+        end: prefix.len(),
+        buf: prefix.to_vec(),
+        start: 0,
+        want: MIN_BUF,
+        pending: Vec::new(),
+        bytes: prefix.len() as u64,
+        close_sent: None,
+        dst_shut: false,
+        skip: 0,
+        limits,
+        slow_reader_timeout: guard.slow_reader_timeout,
+        shared: shared.clone(),
+        started,
+        stats: stats.clone(),
+    };
     let c2u = pump(
         client.rd,
         client.prefix,
         upstream.wr,
         Side::Client,
-        to_up_rx,
-        to_client_tx.clone(),
         Some(limits),
     )
     .run(shutdown.clone());
@@ -747,12 +781,10 @@ pub async fn relay(
         upstream.prefix,
         client.wr,
         Side::Upstream,
-        to_client_rx,
-        to_up_tx.clone(),
         None,
     )
     .run(shutdown.clone());
-    let control = controller(guard, &shared, started, &to_client_tx, &to_up_tx, &stats);
+    let control = controller(guard, &shared, started, &stats);
     tokio::pin!(c2u, u2c, control);
     let mut guard_end: Option<EndReason> = None;
     let (from_client, from_upstream, first) = tokio::select! {
@@ -803,8 +835,6 @@ async fn controller(
     guard: &Guard,
     shared: &Shared,
     started: Instant,
-    to_client: &mpsc::Sender<Inject>,
-    to_upstream: &mpsc::Sender<Inject>,
     stats: &GuardStats,
 ) -> EndReason {
     let far = Duration::from_secs(365 * 86_400);
@@ -830,9 +860,12 @@ async fn controller(
             if now >= last + guard.idle_timeout.unwrap_or(far) {
                 stats.idle_closes.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("idle timeout: closing 1001");
-                let _ = to_client.try_send(Inject::close(close::GOING_AWAY, "idle timeout", true));
-                let _ =
-                    to_upstream.try_send(Inject::close(close::GOING_AWAY, "idle timeout", true));
+                shared
+                    .to_client
+                    .push(Inject::close(close::GOING_AWAY, "idle timeout", true));
+                shared
+                    .to_upstream
+                    .push(Inject::close(close::GOING_AWAY, "idle timeout", true));
                 return EndReason::Guard {
                     side: Side::Client,
                     code: close::GOING_AWAY,
@@ -850,12 +883,12 @@ async fn controller(
                 stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
                 return if !client_ok {
                     tracing::debug!("client missed its heartbeat: closing 1001");
-                    let _ = to_client.try_send(Inject::close(
+                    shared.to_client.push(Inject::close(
                         close::GOING_AWAY,
                         "heartbeat timeout",
                         true,
                     ));
-                    let _ = to_upstream.try_send(Inject::close(
+                    shared.to_upstream.push(Inject::close(
                         close::GOING_AWAY,
                         "client went away",
                         true,
@@ -867,12 +900,12 @@ async fn controller(
                     }
                 } else {
                     tracing::debug!("upstream missed its heartbeat: closing the client with 1014");
-                    let _ = to_client.try_send(Inject::close(
+                    shared.to_client.push(Inject::close(
                         close::BAD_GATEWAY,
                         "upstream not responding",
                         true,
                     ));
-                    let _ = to_upstream.try_send(Inject::close(
+                    shared.to_upstream.push(Inject::close(
                         close::GOING_AWAY,
                         "heartbeat timeout",
                         true,
@@ -896,8 +929,8 @@ async fn controller(
                 payload: p.clone(),
                 then_shutdown: false,
             };
-            let _ = to_client.try_send(ping(&payload));
-            let _ = to_upstream.try_send(ping(&payload));
+            shared.to_client.push(ping(&payload));
+            shared.to_upstream.push(ping(&payload));
             deadline = Some(now + guard.heartbeat_timeout);
             next_ping = Some(now + interval.max(guard.heartbeat_timeout));
         }
@@ -1023,6 +1056,21 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(10),
             ..Guard::default()
         }
+    }
+
+    #[tokio::test]
+    async fn relay_future_size() {
+        let (_a, b) = tokio::io::duplex(64);
+        let (_c, d) = tokio::io::duplex(64);
+        let g = guard();
+        let f = relay(
+            Peer::io(b, Bytes::new()),
+            Peer::io(d, Bytes::new()),
+            &g,
+            Arc::default(),
+            CancellationToken::new(),
+        );
+        eprintln!("relay future: {} bytes", std::mem::size_of_val(&f));
     }
 
     #[tokio::test(start_paused = true)]

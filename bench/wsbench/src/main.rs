@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Parser)]
 struct Cli {
@@ -24,6 +25,16 @@ enum Cmd {
     Echo {
         #[arg(long)]
         listen: String,
+    },
+    /// Open `conns` WebSockets and hold them idle until stdin closes; prints "ready N".
+    Idle {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 200)]
+        parallel: usize,
     },
     Load {
         #[arg(long)]
@@ -48,6 +59,11 @@ fn main() {
         .unwrap();
     match cli.cmd {
         Cmd::Echo { listen } => rt.block_on(echo(listen)),
+        Cmd::Idle {
+            url,
+            conns,
+            parallel,
+        } => rt.block_on(idle(url, conns, parallel)),
         Cmd::Load {
             url,
             conns,
@@ -55,6 +71,84 @@ fn main() {
             secs,
             warmup,
         } => rt.block_on(load(url, conns, size, secs, warmup)),
+    }
+}
+
+/// tungstenite's default 128 KiB read buffer per connection would dominate at 10k connections.
+fn small_buffers() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+async fn connect_from(
+    i: usize,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    // Spread source addresses over 127.0.0.x like many clients would be (and to have enough
+    // ephemeral ports for 10k connections).
+    let sock = TcpSocket::new_v4()?;
+    if addr.ip().is_loopback() {
+        let src = std::net::Ipv4Addr::new(127, 0, (1 + i / 250 % 250) as u8, (2 + i % 250) as u8);
+        let _ = sock.bind((src, 0).into());
+    }
+    let tcp = sock.connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+async fn resolve(url: &str) -> std::net::SocketAddr {
+    let host = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    tokio::net::lookup_host(&host)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+async fn idle(url: String, conns: usize, parallel: usize) {
+    let addr = resolve(&url).await;
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (url, sem) = (url.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.unwrap();
+            let tcp = connect_from(i, addr).await.ok()?;
+            let req = url.into_client_request().unwrap();
+            let (ws, _) =
+                tokio_tungstenite::client_async_with_config(req, tcp, Some(small_buffers()))
+                    .await
+                    .ok()?;
+            drop(permit);
+            Some(ws)
+        }));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        if let Some(ws) = t.await.unwrap() {
+            held.push(ws);
+        }
+    }
+    println!("ready {}", held.len());
+    // Hold until stdin closes; keep answering pings so a heartbeat does not close us.
+    let (mut sinks, streams): (Vec<_>, Vec<_>) = held.into_iter().map(|ws| ws.split()).unzip();
+    let _ = &mut sinks;
+    let mut readers = Vec::new();
+    for mut s in streams {
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(_)) = s.next().await {}
+        }));
+    }
+    let mut line = String::new();
+    let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await;
+    for r in readers {
+        r.abort();
     }
 }
 

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The cost of the guard, in one run on this machine:
+#  A. echo throughput and latency through wsedge with the guard off vs on (heartbeat + limits);
+#  B. memory per idle proxied WebSocket at 10,000 connections: wsedge vs nginx.
+#
+#   bash bench/guard.sh               # SECS=10 CONNS=100 IDLE=10000
+#
+# Not part of `cargo test`. Loopback only; bounded in count and time. Needs nginx (installed with
+# apt-get if missing) and raises the open-file limit for itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-10}
+CONNS=${CONNS:-100}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# wsedge holds two descriptors per proxied connection (client + upstream): stay under the limit.
+MAX_IDLE=$(( ($(ulimit -n) - 200) / 2 ))
+IDLE=${IDLE:-$(( MAX_IDLE < 10000 ? MAX_IDLE : 10000 ))}
+
+if ! command -v nginx >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+cargo build --release -q -p wsedge -p wsbench
+BIN=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+rss_kb() { local s=0; for p in "$@"; do s=$((s + $(ps -o rss= -p "$p" | tr -d ' '))); done; echo $s; }
+
+ECHO=$(free_port)
+$BIN/wsbench echo --listen 127.0.0.1:$ECHO >/dev/null & pids+=($!)
+wait_port $ECHO
+
+edge_config() { # name port guard-lines
+  cat >"$work/$1.toml" <<TOML
+[server]
+http = "127.0.0.1:$2"
+https = "127.0.0.1:$(free_port)"
+certdir = "$work/certs"
+log_level = "error"
+access_log = false
+$3
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:$ECHO"
+plain_http = true
+TOML
+}
+OFF=$(free_port); ON=$(free_port)
+edge_config off $OFF '[guard]
+heartbeat_interval = 0'
+edge_config on $ON '[limits]
+concurrent_per_ip = 100000
+concurrent_total = 100000
+new_per_ip_per_sec = 100000
+[guard]
+heartbeat_interval = "30s"
+heartbeat_timeout = "10s"
+idle_timeout = "1h"
+max_message = "1MiB"
+max_frame = "1MiB"
+messages_per_sec = 1000000
+bytes_per_sec = "1GB"
+rate_policy = "close"'
+$BIN/wsedge run -c "$work/off.toml" & OFF_PID=$!; pids+=($OFF_PID)
+$BIN/wsedge run -c "$work/on.toml" & ON_PID=$!; pids+=($ON_PID)
+wait_port $OFF; wait_port $ON
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores; A: $CONNS connections, ${SECS}s per run; B: $IDLE idle connections"
+echo "## A. guard off vs on (heartbeat 30s, rate + size limits, admission caps)"
+printf "%-7s %-5s %10s %8s %8s\n" size guard msgs/s p50_us p99_us
+for size in 64 16384; do
+  for g in off on; do
+    port=$OFF; [ $g = on ] && port=$ON
+    out=$($BIN/wsbench load --url "ws://127.0.0.1:$port/" --conns "$CONNS" --size "$size" --secs "$SECS")
+    eval "$(echo "$out" | sed 's/\([a-z0-9_]*\)=\([0-9.]*\)/r_\1=\2;/g')"
+    printf "%-7s %-5s %10s %8s %8s\n" "$size" "$g" "$r_msgs_per_sec" "$r_p50_us" "$r_p99_us"
+    eval "rate_${g}_$size=$r_msgs_per_sec"
+  done
+  python3 -c "print(f'   {$size} B: guard on / off = {${rate_on_16384:-0} if $size==16384 else ${rate_on_64:-0}} / {${rate_off_16384:-0} if $size==16384 else ${rate_off_64:-0}} = {((${rate_on_16384:-0} if $size==16384 else ${rate_on_64:-0})/max(1,(${rate_off_16384:-1} if $size==16384 else ${rate_off_64:-1}))):.3f}')"
+done
+kill $OFF_PID; wait $OFF_PID 2>/dev/null || true
+
+echo "## B. memory per idle proxied WebSocket ($IDLE connections, RSS delta / connections)"
+NGINX=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes auto;
+worker_rlimit_nofile 100000;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 50000; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  upstream echo { server 127.0.0.1:$ECHO; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / {
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_read_timeout 3600s;
+    }
+  }
+}
+CONF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & NGINX_PID=$!; pids+=($NGINX_PID)
+wait_port $NGINX
+sleep 0.5
+NGINX_ALL="$NGINX_PID $(pgrep -P $NGINX_PID | tr '\n' ' ')"
+
+measure() { # label port pids...
+  local label=$1 port=$2; shift 2
+  local before after fifo n
+  before=$(rss_kb "$@")
+  fifo="$work/idle.$label"; mkfifo "$fifo"
+  ( sleep 3600 > "$fifo" ) & local holder=$!
+  $BIN/wsbench idle --url "ws://127.0.0.1:$port/" --conns "$IDLE" < "$fifo" > "$work/idle.$label.out" & local client=$!
+  for _ in $(seq 600); do grep -q ready "$work/idle.$label.out" 2>/dev/null && break; sleep 0.1; done
+  n=$(awk '/ready/{print $2}' "$work/idle.$label.out")
+  sleep 2
+  after=$(rss_kb "$@")
+  printf "%-8s %6s conns  RSS %7s KB -> %7s KB  = %6.1f KB per connection\n" "$label" "$n" "$before" "$after" \
+    "$(python3 -c "print(($after-$before)/max(1,${n:-0}))")"
+  eval "per_$label=$(python3 -c "print(($after-$before)/max(1,${n:-0}))")"
+  kill $holder 2>/dev/null || true; wait $client 2>/dev/null || true
+}
+measure wsedge $ON $ON_PID
+measure nginx $NGINX $NGINX_ALL
+python3 -c "print(f'   idle ws: wsedge / nginx = {$per_wsedge:.1f} / {$per_nginx:.1f} KB = {$per_wsedge/$per_nginx:.2f}')"
