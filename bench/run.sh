@@ -39,6 +39,7 @@ access_log = false
 [[route]]
 path = "/"
 upstream = "http://127.0.0.1:$ECHO"
+plain_http = true
 TOML
 $BIN/wsedge run -c "$work/wsedge.toml" 2>"$work/wsedge.log" & pids+=($!)
 

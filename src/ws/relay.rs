@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 /// Read buffers start at this size and grow (up to MAX_BUF) while reads fill them.
 const MIN_BUF: usize = 8 * 1024;
 const MAX_BUF: usize = 64 * 1024;
+/// A TCP reader's buffer is freed after this long without data (idle relays hold none).
+const BUF_RELEASE: Duration = Duration::from_secs(1);
 /// After one direction has finished, how long the other may take to deliver its close.
 const LINGER: Duration = Duration::from_secs(3);
 /// Payload prefix of wsedge's own heartbeat pings; pongs carrying it are consumed.
@@ -278,7 +280,8 @@ struct Pump {
     dst: BoxWrite,
     from: Side,
     scanner: Scanner,
-    /// `buf[start..end]` holds bytes read but not yet passed (a partial header/control frame).
+    /// `buf[start..end]` holds bytes read but not yet passed (a partial header/control frame);
+    /// `end == buf.len()` always, the spare capacity is where the next read lands.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -548,36 +551,46 @@ impl Pump {
         }
     }
 
-    /// Read more bytes; for TCP, wait for readiness first and hold a buffer only while reading.
+    /// Read more bytes, appended to `buf` (its length is what is held; nothing is zero-filled).
+    /// For TCP, wait for readiness first, so the buffer only exists while there is data.
+    /// Returns (bytes read, spare capacity offered).
     async fn read_more(
         src: &mut Reader,
         buf: &mut Vec<u8>,
-        end: usize,
         want: usize,
-    ) -> std::io::Result<usize> {
+    ) -> std::io::Result<(usize, usize)> {
         let ensure = |buf: &mut Vec<u8>| {
-            if buf.len() <= end {
-                buf.resize(want.max(end + MIN_BUF), 0);
+            if buf.capacity() - buf.len() < want {
+                buf.reserve(want);
             }
+            buf.capacity() - buf.len()
         };
         match src {
             Reader::Tcp(tcp) => loop {
-                tcp.readable().await?;
-                ensure(buf);
-                match tcp.try_read(&mut buf[end..]) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // Readiness was stale: wait again without holding the buffer.
-                        if end == 0 {
+                if buf.is_empty() && buf.capacity() > 0 {
+                    // Keep the buffer while traffic flows (freeing and re-growing it per message
+                    // costs page faults); release it once the peer has been quiet a moment.
+                    tokio::select! {
+                        biased;
+                        r = tcp.readable() => r?,
+                        _ = tokio::time::sleep(BUF_RELEASE) => {
                             *buf = Vec::new();
+                            tcp.readable().await?;
                         }
                     }
+                } else {
+                    tcp.readable().await?;
+                }
+                let spare = ensure(buf);
+                match tcp.try_read_buf(buf) {
+                    Ok(n) => return Ok((n, spare)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 }
             },
             Reader::Other(r) => {
-                ensure(buf);
-                r.read(&mut buf[end..]).await
+                let spare = ensure(buf);
+                Ok((r.read_buf(buf).await?, spare))
             }
         }
     }
@@ -593,11 +606,9 @@ impl Pump {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if matches!(self.src, Reader::Tcp(_)) {
-                self.buf = Vec::new();
-            }
+            self.buf.clear();
         } else if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+            self.buf.drain(..self.start);
             self.end -= self.start;
             self.start = 0;
         }
@@ -644,10 +655,9 @@ impl Pump {
                             break 'run e;
                         }
                     }
-                    r = Self::read_more(&mut self.src, &mut self.buf, self.end, self.want) => match r {
-                        Ok(0) => break 'run if shutting_down { PumpEnd::ShutdownDone } else { PumpEnd::Eof },
-                        Ok(n) => {
-                            let cap = self.buf.len() - self.end;
+                    r = Self::read_more(&mut self.src, &mut self.buf, self.want) => match r {
+                        Ok((0, _)) => break 'run if shutting_down { PumpEnd::ShutdownDone } else { PumpEnd::Eof },
+                        Ok((n, cap)) => {
                             self.end += n;
                             self.bytes += n as u64;
                             if let Err(e) = self.forward().await {
