@@ -534,3 +534,58 @@ async fn idle_timeout_closes_even_with_heartbeats_flowing() {
         t.elapsed()
     );
 }
+
+#[tokio::test]
+async fn oversized_request_head_is_431() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            "[limits]\nmax_header_size = \"8KiB\"\n{}",
+            route("/", up.addr, "")
+        ),
+    )
+    .await;
+    let big = "x".repeat(10_000);
+    let resp = raw_request(
+        edge.http,
+        format!("GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    let resp = raw_request(
+        edge.http,
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test]
+async fn accepted_sockets_have_tcp_keepalive() {
+    let up = Upstream::start().await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            "[limits]\ntcp_keepalive = \"45s\"\n{}",
+            route("/", up.addr, "")
+        ),
+    )
+    .await;
+    let _ws = connect(&edge, "/ws", &[]).await.unwrap();
+    // `ss -o` shows a keepalive timer on sockets with SO_KEEPALIVE set (iproute2).
+    let port = edge.http.port();
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timer:(keepalive"), "{text}");
+}
