@@ -16,18 +16,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 MAX_IDLE=$(( ($(ulimit -n) - 200) / 2 ))
 IDLE=${IDLE:-$(( MAX_IDLE < 10000 ? MAX_IDLE : 10000 ))}
 
-if ! command -v nginx >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-fi
-cargo build --release -q -p wsedge -p wsbench
-BIN=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-rss_kb() { local s=0; for p in "$@"; do s=$((s + $(ps -o rss= -p "$p" | tr -d ' '))); done; echo $s; }
+source bench/lib.sh
 
 ECHO=$(free_port)
 $BIN/wsbench echo --listen 127.0.0.1:$ECHO >/dev/null & pids+=($!)
@@ -85,37 +74,7 @@ kill $OFF_PID; wait $OFF_PID 2>/dev/null || true
 
 echo "## B. memory per idle proxied WebSocket ($IDLE connections, RSS delta / connections)"
 NGINX=$(free_port)
-mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes auto;
-worker_rlimit_nofile 100000;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 50000; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-  upstream echo { server 127.0.0.1:$ECHO; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / {
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-      proxy_read_timeout 3600s;
-    }
-  }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & NGINX_PID=$!; pids+=($NGINX_PID)
-wait_port $NGINX
-sleep 0.5
-NGINX_ALL="$NGINX_PID $(pgrep -P $NGINX_PID | tr '\n' ' ')"
+start_nginx $NGINX $ECHO
 
 measure() { # label port pids...
   local label=$1 port=$2; shift 2

@@ -13,18 +13,7 @@ SECS=${SECS:-10}
 CONNS=${CONNS:-100}
 SIZES=${SIZES:-"64 16384"}
 
-if ! command -v nginx >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-fi
-cargo build --release -q -p wsedge -p wsbench
-BIN=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+source bench/lib.sh
 
 ECHO=$(free_port); EDGE=$(free_port); EDGE_TLS=$(free_port); NGINX=$(free_port)
 $BIN/wsbench echo --listen 127.0.0.1:$ECHO >/dev/null & pids+=($!)
@@ -43,37 +32,7 @@ plain_http = true
 TOML
 $BIN/wsedge run -c "$work/wsedge.toml" 2>"$work/wsedge.log" & pids+=($!)
 
-mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes auto;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  # https://nginx.org/en/docs/http/websocket.html
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-  upstream echo { server 127.0.0.1:$ECHO; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / {
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-      proxy_read_timeout 3600s;
-    }
-  }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)
+start_nginx $NGINX $ECHO
 wait_port $ECHO; wait_port $EDGE; wait_port $NGINX
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $CONNS connections, ${SECS}s per run, one message in flight per connection"

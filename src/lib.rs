@@ -6,12 +6,16 @@
 //! - [`server`]: listeners (:80 plain, :443 TLS with ALPN h2/http1.1), accept loop, shutdown.
 //! - [`proxy`]: route table (host, path prefix), hop-by-hop rules, HTTP forwarding to pooled
 //!   HTTP/1.1 upstreams, WebSocket handshake forwarding.
-//! - [`ws`]: the sans-IO frame scanner and the frame-aware relay between client and upstream.
+//! - [`ws`]: the sans-IO frame scanner and the frame-aware relay between client and upstream,
+//!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in.
+//! - [`limits`]: WebSocket admission (handshake rates, per-IP and total caps, client IP from
+//!   trusted proxies).
 //!
 //! Request flow: accept -> (TLS handshake, SNI picks the certificate) -> hyper serves HTTP/1.1 or
-//! HTTP/2 -> `proxy::Proxy::handle` finds the route -> plain HTTP is streamed to the upstream
-//! pool; a WebSocket upgrade is forwarded to the upstream, both 101s are relayed and
-//! `ws::relay` pumps frames both ways until a close, a death, or shutdown (close 1001).
+//! HTTP/2 -> `proxy::Proxy::handle` finds the route (on :80 only ACME challenges and
+//! `plain_http` routes; the rest is redirected) -> plain HTTP is streamed to the upstream pool;
+//! a WebSocket upgrade is admitted by `limits`, forwarded to the upstream, both 101s are relayed
+//! and `ws::relay` pumps frames both ways until a close, a death, a guard limit, or shutdown.
 #![forbid(unsafe_code)]
 
 pub mod config;

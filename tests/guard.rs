@@ -56,22 +56,6 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
-async fn raw_upgrade(edge: &Edge, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(edge.http).await.unwrap();
-    tcp.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let head = read_until(&mut tcp, "\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tcp
-}
-
 #[tokio::test]
 async fn a_silent_client_is_closed_within_interval_plus_timeout() {
     let mut up = Upstream::start().await;

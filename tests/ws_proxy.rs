@@ -166,24 +166,6 @@ async fn pings_and_pongs_of_the_endpoints_are_relayed() {
     }
 }
 
-/// Raw handshake on a fresh TCP connection (for what tungstenite would rewrite: it reports a
-/// received 1014 as 1002 because its close-code table predates 1014).
-async fn raw_upgrade(edge: &Edge, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(edge.http).await.unwrap();
-    tcp.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let head = read_until(&mut tcp, "\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tcp
-}
-
 #[tokio::test]
 async fn upstream_death_closes_the_client_with_1014_within_a_second() {
     let up = Upstream::start().await;

@@ -21,9 +21,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long a client may take to complete the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr} ({field}): {source}")]
@@ -225,7 +222,9 @@ async fn accept_loop(
                 None => serve(tcp, ConnInfo { peer, tls: false }, false, proxy, shutdown).await,
                 Some((config, store)) => {
                     let handshake = tls::accept::accept(tcp, config, &store);
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                    // The TLS handshake gets the same budget as the request head after it.
+                    let limit = proxy.limits.handshake_timeout;
+                    match tokio::time::timeout(limit, handshake).await {
                         Ok(Ok(stream)) => {
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             serve(stream, ConnInfo { peer, tls: true }, h2, proxy, shutdown).await

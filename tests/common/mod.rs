@@ -111,6 +111,24 @@ pub async fn read_until(s: &mut TcpStream, needle: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A WebSocket handshake written by hand on a fresh TCP connection to the plain listener (for
+/// tests that need raw frames: what tungstenite would reject or rewrite). Returns after the 101.
+pub async fn raw_upgrade(edge: &Edge, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(edge.http).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_until(&mut tcp, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
 /// One HTTP/1.1 request with hyper's client over a fresh connection.
 pub async fn get(
     addr: SocketAddr,
