@@ -115,7 +115,8 @@ pub async fn forward(
     let shutdown = proxy.shutdown.clone();
     let guard = route.guard.clone();
     let stats = proxy.guard_stats.clone();
-    proxy.tracker.spawn(async move {
+    // Boxed for the same reason as the connection task: a plain allocation, not an aligned cell.
+    proxy.tracker.spawn(Box::pin(async move {
         let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
             Err(e) => {
@@ -133,7 +134,7 @@ pub async fn forward(
         .await;
         drop(permit);
         log.websocket(&outcome);
-    });
+    }));
     Ok(client_resp
         .body(Empty::new().map_err(|e| match e {}).boxed())
         .expect("valid 101 response"))

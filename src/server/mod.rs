@@ -217,7 +217,9 @@ async fn accept_loop(
             let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka);
         }
         let (proxy, shutdown, tls) = (proxy.clone(), shutdown.clone(), tls.clone());
-        tracker.spawn(async move {
+        // Boxed: the connection's state (TLS accept, hyper) lives in an ordinary allocation
+        // rather than in the 128-byte-aligned task cell, which fragments the heap once freed.
+        tracker.spawn(Box::pin(async move {
             match tls {
                 None => serve(tcp, ConnInfo { peer, tls: false }, false, proxy, shutdown).await,
                 Some((config, store)) => {
@@ -234,7 +236,7 @@ async fn accept_loop(
                     }
                 }
             }
-        });
+        }));
     }
 }
 
