@@ -21,6 +21,7 @@
 pub mod config;
 pub mod limits;
 pub mod proxy;
+pub mod rooms;
 pub mod server;
 pub mod tls;
 pub mod ws;
