@@ -106,6 +106,15 @@ pub struct RouteConfig {
 #[derive(Debug, Clone)]
 pub enum RouteAction {
     Upstream(Upstream),
+    /// Hosted Yjs rooms (y-websocket protocol) under this path prefix.
+    Rooms(RoomsConfig),
+}
+
+/// `rooms = { store = "memory" }`. Only the in-memory store exists so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsConfig {
+    /// Longest accepted room name, in bytes after percent-decoding.
+    pub max_name: usize,
 }
 
 /// An HTTP/1.1 upstream, `http://host:port[/base]` (`ws://` is accepted as a synonym).
@@ -472,12 +481,13 @@ impl Validator<'_> {
             }
             1 => {
                 if let Some(rooms) = &r.rooms {
-                    self.problem(
-                        f("rooms"),
-                        Some(rooms),
-                        "hosted Yjs rooms are not built yet in this version of wsedge",
-                    );
-                    None
+                    match parse_rooms(rooms.get_ref()) {
+                        Ok(c) => Some(RouteAction::Rooms(c)),
+                        Err(why) => {
+                            self.problem(f("rooms"), Some(rooms), why);
+                            None
+                        }
+                    }
                 } else if let Some(push) = &r.push {
                     self.problem(
                         f("push"),
@@ -563,6 +573,24 @@ impl Validator<'_> {
                 .unwrap_or(Duration::from_secs(60)),
             guard: route_guard?,
         })
+    }
+}
+
+fn parse_rooms(v: &toml::Value) -> Result<RoomsConfig, String> {
+    let t = v
+        .as_table()
+        .ok_or("must be a table such as { store = \"memory\" }")?;
+    for k in t.keys() {
+        if k != "store" {
+            return Err(format!("unknown field `{k}` (rooms accepts: store)"));
+        }
+    }
+    match t.get("store").and_then(|s| s.as_str()) {
+        Some("memory") => Ok(RoomsConfig { max_name: 256 }),
+        Some(other) => Err(format!(
+            "store {other:?}: persistent room stores are not built yet; use store = \"memory\" (nothing is kept across restarts)"
+        )),
+        None => Err("store is required: store = \"memory\"".into()),
     }
 }
 
@@ -669,7 +697,9 @@ mod tests {
         let r = &c.routes[0];
         assert_eq!(r.path, "/");
         assert!(r.preserve_host && !r.strip_prefix);
-        let RouteAction::Upstream(u) = &r.action;
+        let RouteAction::Upstream(u) = &r.action else {
+            panic!("an upstream route")
+        };
         assert_eq!(u.authority, "127.0.0.1:3000");
     }
 
@@ -751,7 +781,10 @@ max_body = 0
     fn route_kinds_exclusive_and_unbuilt_kinds_named() {
         let e = parse("[[route]]\npath = \"/\"\n").unwrap_err();
         assert!(e.problems()[0].reason.contains("exactly one of"));
-        let e = parse("[[route]]\npath = \"/wss\"\nrooms = { store = \"memory\" }\n").unwrap_err();
+        let c = parse("[[route]]\npath = \"/wss\"\nrooms = { store = \"memory\" }\n").unwrap();
+        assert!(matches!(c.routes[0].action, RouteAction::Rooms(_)));
+        let e = parse("[[route]]\npath = \"/wss\"\nrooms = { store = \"/var/lib/r.redb\" }\n")
+            .unwrap_err();
         assert_eq!(e.problems()[0].field, "route[0].rooms");
         assert!(e.problems()[0].reason.contains("not built yet"));
     }

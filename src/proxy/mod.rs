@@ -41,8 +41,17 @@ pub struct RouteState {
     pub client: Client<HttpConnector, body::CappedBody<Incoming>>,
 }
 
+/// What a matched route leads to.
+pub enum RouteTarget {
+    Upstream(Box<RouteState>),
+    Rooms(
+        Arc<crate::rooms::registry::Registry>,
+        crate::config::RoomsConfig,
+    ),
+}
+
 pub struct Proxy {
-    routes: RouteTable<RouteState>,
+    routes: RouteTable<RouteTarget>,
     access_log: bool,
     /// Where ACME HTTP-01 challenge files are (plain-HTTP listener only).
     acme_webroot: Option<std::path::PathBuf>,
@@ -68,22 +77,24 @@ impl Proxy {
         tracker: TaskTracker,
     ) -> Proxy {
         let routes = config.routes.iter().map(|r| {
-            let RouteAction::Upstream(up) = &r.action;
-            let mut conn = HttpConnector::new();
-            conn.set_connect_timeout(Some(r.connect_timeout));
-            conn.set_nodelay(true);
-            let client = Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(256)
-                .build(conn);
-            (
-                r.clone(),
-                RouteState {
-                    upstream: up.clone(),
-                    client,
-                },
-            )
+            let target = match &r.action {
+                RouteAction::Upstream(up) => {
+                    let mut conn = HttpConnector::new();
+                    conn.set_connect_timeout(Some(r.connect_timeout));
+                    conn.set_nodelay(true);
+                    let client = Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .pool_idle_timeout(Duration::from_secs(90))
+                        .pool_max_idle_per_host(256)
+                        .build(conn);
+                    RouteTarget::Upstream(Box::new(RouteState {
+                        upstream: up.clone(),
+                        client,
+                    }))
+                }
+                RouteAction::Rooms(c) => RouteTarget::Rooms(Arc::default(), c.clone()),
+            };
+            (r.clone(), target)
         });
         Proxy {
             routes: RouteTable::new(routes),
@@ -96,6 +107,17 @@ impl Proxy {
             limits: config.limits.clone(),
             guard_stats: Arc::default(),
         }
+    }
+
+    /// Hosted rooms currently loaded, all routes together.
+    pub fn open_rooms(&self) -> usize {
+        self.routes
+            .targets()
+            .filter_map(|t| match t {
+                RouteTarget::Rooms(r, _) => Some(r.len()),
+                RouteTarget::Upstream(_) => None,
+            })
+            .sum()
     }
 
     /// hyper's service entry point; never fails (errors become responses).
@@ -172,11 +194,18 @@ impl Proxy {
                 return plain::redirect_to_https(&req, self.https_port);
             }
         }
-        let (route, state) = found.ok_or(ProxyError::NoRoute)?;
-        if headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11 {
-            return websocket::forward(self, req, route, state, conn, log.clone()).await;
+        let (route, target) = found.ok_or(ProxyError::NoRoute)?;
+        let upgrade =
+            headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+        match &**target {
+            RouteTarget::Upstream(state) if upgrade => {
+                websocket::forward(self, req, route, state, conn, log.clone()).await
+            }
+            RouteTarget::Upstream(state) => http::forward(route, state, req, conn).await,
+            RouteTarget::Rooms(registry, rooms) => {
+                rooms_upgrade(self, req, route, registry, rooms, conn, log.clone())
+            }
         }
-        http::forward(route, state, req, conn).await
     }
 }
 
@@ -262,6 +291,24 @@ impl AccessLog {
         );
     }
 
+    fn room(&self, room: &str, close_code: u16, end: &str, started: Instant) {
+        if !self.enabled {
+            return;
+        }
+        tracing::info!(
+            target: "access",
+            kind = "room",
+            client = %self.peer.ip().to_canonical(),
+            host = %self.host,
+            path = %self.path,
+            room,
+            status = 101u16,
+            duration_ms = started.elapsed().as_millis() as u64,
+            close_code,
+            end,
+        );
+    }
+
     fn websocket(&self, outcome: &crate::ws::relay::RelayOutcome) {
         if !self.enabled {
             return;
@@ -280,4 +327,89 @@ impl AccessLog {
             end = ?outcome.end,
         );
     }
+}
+
+/// Accept a WebSocket for a hosted room: answer the 101 ourselves and serve the room in a
+/// tracked task. Anything but a WebSocket upgrade gets 426.
+fn rooms_upgrade(
+    proxy: &Proxy,
+    mut req: Request<Incoming>,
+    route: &RouteConfig,
+    registry: &Arc<crate::rooms::registry::Registry>,
+    rooms: &crate::config::RoomsConfig,
+    conn: ConnInfo,
+    log: AccessLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    use http_body_util::{BodyExt, Full};
+    let upgrade = headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+    if !upgrade {
+        let mut r = Response::new(
+            Full::new(bytes::Bytes::from_static(
+                b"426 Upgrade Required: this is a WebSocket endpoint\n",
+            ))
+            .map_err(|e| match e {})
+            .boxed(),
+        );
+        *r.status_mut() = ::http::StatusCode::UPGRADE_REQUIRED;
+        r.headers_mut().insert(
+            header::UPGRADE,
+            ::http::HeaderValue::from_static("websocket"),
+        );
+        return Ok(r);
+    }
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(ProxyError::BadRequest("missing Sec-WebSocket-Key"))?
+        .clone();
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(ProxyError::BadRequest("Sec-WebSocket-Version must be 13"));
+    }
+    let name = crate::rooms::socket::room_name(&route.path, req.uri().path(), rooms.max_name)
+        .ok_or(ProxyError::BadRequest("invalid room name"))?;
+    let client_ip = proxy.admission.client_ip(conn.peer.ip(), req.headers());
+    let permit = proxy
+        .admission
+        .admit(route.index, client_ip)
+        .map_err(|r| match r {
+            crate::limits::Refusal::TooMany { what, retry_after } => {
+                ProxyError::TooMany { what, retry_after }
+            }
+            crate::limits::Refusal::Full => ProxyError::Full,
+        })?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let room = registry.get_or_create(&name);
+    let shutdown = proxy.shutdown.clone();
+    let max = route.guard.max_message.min(usize::MAX as u64) as usize;
+    proxy.tracker.spawn(Box::pin(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let started = Instant::now();
+        let (code, why) = crate::rooms::socket::serve(upgraded, room, false, max, shutdown).await;
+        drop(permit);
+        log.room(&name, code, why, started);
+    }));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    *r.status_mut() = ::http::StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        ::http::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        ::http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        ::http::HeaderValue::from_str(&accept).map_err(|_| ProxyError::BadRequest("bad key"))?,
+    );
+    Ok(r)
 }

@@ -56,6 +56,13 @@ impl<T> RouteTable<T> {
         t
     }
 
+    /// Every route's payload.
+    pub fn targets(&self) -> impl Iterator<Item = &T> {
+        [&self.exact, &self.wildcard, &self.any]
+            .into_iter()
+            .flat_map(|c| c.iter().map(|(_, t)| &**t))
+    }
+
     /// `host` is lower-case without port; `path` is the request path without query.
     /// A host class answers only if one of its routes matches the path too; otherwise the next
     /// class is tried (a host without a "/" route falls through to the host-less routes).
