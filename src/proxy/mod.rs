@@ -109,6 +109,24 @@ impl Proxy {
         }
     }
 
+    /// Admit one WebSocket of `route` (limits keyed by the client IP, trusted proxies honoured).
+    fn admit(
+        &self,
+        route: &RouteConfig,
+        conn: ConnInfo,
+        headers: &HeaderMap,
+    ) -> Result<crate::limits::Permit, ProxyError> {
+        let client_ip = self.admission.client_ip(conn.peer.ip(), headers);
+        self.admission
+            .admit(route.index, client_ip)
+            .map_err(|r| match r {
+                crate::limits::Refusal::TooMany { what, retry_after } => {
+                    ProxyError::TooMany { what, retry_after }
+                }
+                crate::limits::Refusal::Full => ProxyError::Full,
+            })
+    }
+
     /// Hosted rooms currently loaded, all routes together.
     pub fn open_rooms(&self) -> usize {
         self.routes
@@ -372,16 +390,7 @@ fn rooms_upgrade(
     }
     let name = crate::rooms::socket::room_name(&route.path, req.uri().path(), rooms.max_name)
         .ok_or(ProxyError::BadRequest("invalid room name"))?;
-    let client_ip = proxy.admission.client_ip(conn.peer.ip(), req.headers());
-    let permit = proxy
-        .admission
-        .admit(route.index, client_ip)
-        .map_err(|r| match r {
-            crate::limits::Refusal::TooMany { what, retry_after } => {
-                ProxyError::TooMany { what, retry_after }
-            }
-            crate::limits::Refusal::Full => ProxyError::Full,
-        })?;
+    let permit = proxy.admit(route, conn, req.headers())?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let room = registry.get_or_create(&name);
     let shutdown = proxy.shutdown.clone();

@@ -27,16 +27,7 @@ pub async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let up = &state.upstream;
     // Admission before anything is spent on the upstream.
-    let client_ip = proxy.admission.client_ip(conn.peer.ip(), req.headers());
-    let permit = proxy
-        .admission
-        .admit(route.index, client_ip)
-        .map_err(|r| match r {
-            crate::limits::Refusal::TooMany { what, retry_after } => {
-                ProxyError::TooMany { what, retry_after }
-            }
-            crate::limits::Refusal::Full => ProxyError::Full,
-        })?;
+    let permit = proxy.admit(route, conn, req.headers())?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let host = super::request_host(&req);
 
