@@ -77,3 +77,55 @@ async fn y_websocket_clients_sync_through_a_rooms_route() {
     );
     assert_eq!(edge.running.as_ref().unwrap().proxy.open_rooms(), 2);
 }
+
+fn node(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("node")
+        .arg(dir.join("persist.mjs"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "node {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_state_survives_a_restart_with_a_redb_store() {
+    let dir = ensure_node_modules();
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("rooms.redb");
+    let routes = format!(
+        "[[route]]\npath = \"/wss\"\nrooms = {{ store = \"{}\" }}\nplain_http = true\n",
+        store.display()
+    );
+    let mut edge = Edge::start("", &routes).await;
+    let url = format!("ws://{}/wss", edge.http);
+    let (d, u) = (dir.clone(), url.clone());
+    tokio::task::spawn_blocking(move || {
+        node(&d, &["write", &u, "kept", "written before the restart"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        edge.shutdown().await,
+        "clean shutdown (the store is flushed)"
+    );
+
+    let edge = Edge::start("", &routes).await;
+    let url = format!("ws://{}/wss", edge.http);
+    let (d, u) = (dir.clone(), url.clone());
+    let text = tokio::task::spawn_blocking(move || node(&d, &["read", &u, "kept"]))
+        .await
+        .unwrap();
+    assert_eq!(text, "written before the restart");
+    let (d, u) = (dir.clone(), url.clone());
+    let other = tokio::task::spawn_blocking(move || node(&d, &["read", &u, "never-written"]))
+        .await
+        .unwrap();
+    assert_eq!(other, "");
+}

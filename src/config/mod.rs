@@ -110,11 +110,13 @@ pub enum RouteAction {
     Rooms(RoomsConfig),
 }
 
-/// `rooms = { store = "memory" }`. Only the in-memory store exists so far.
+/// `rooms = { store = "memory" | "/var/lib/wsedge/rooms.redb" }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomsConfig {
     /// Longest accepted room name, in bytes after percent-decoding.
     pub max_name: usize,
+    /// redb file the rooms persist to; None keeps them in memory only (said in the log).
+    pub store: Option<PathBuf>,
 }
 
 /// An HTTP/1.1 upstream, `http://host:port[/base]` (`ws://` is accepted as a synonym).
@@ -586,11 +588,18 @@ fn parse_rooms(v: &toml::Value) -> Result<RoomsConfig, String> {
         }
     }
     match t.get("store").and_then(|s| s.as_str()) {
-        Some("memory") => Ok(RoomsConfig { max_name: 256 }),
-        Some(other) => Err(format!(
-            "store {other:?}: persistent room stores are not built yet; use store = \"memory\" (nothing is kept across restarts)"
-        )),
-        None => Err("store is required: store = \"memory\"".into()),
+        Some("memory") => Ok(RoomsConfig {
+            max_name: 256,
+            store: None,
+        }),
+        Some("") => Err("store must be \"memory\" or the path of a redb file".into()),
+        Some(path) => Ok(RoomsConfig {
+            max_name: 256,
+            store: Some(PathBuf::from(path)),
+        }),
+        None => Err(
+            "store is required: \"memory\" or a path such as \"/var/lib/wsedge/rooms.redb\"".into(),
+        ),
     }
 }
 
@@ -783,9 +792,19 @@ max_body = 0
         assert!(e.problems()[0].reason.contains("exactly one of"));
         let c = parse("[[route]]\npath = \"/wss\"\nrooms = { store = \"memory\" }\n").unwrap();
         assert!(matches!(c.routes[0].action, RouteAction::Rooms(_)));
-        let e = parse("[[route]]\npath = \"/wss\"\nrooms = { store = \"/var/lib/r.redb\" }\n")
-            .unwrap_err();
+        let c =
+            parse("[[route]]\npath = \"/wss\"\nrooms = { store = \"/var/lib/r.redb\" }\n").unwrap();
+        let RouteAction::Rooms(r) = &c.routes[0].action else {
+            panic!("a rooms route")
+        };
+        assert_eq!(
+            r.store.as_deref(),
+            Some(std::path::Path::new("/var/lib/r.redb"))
+        );
+        let e = parse("[[route]]\npath = \"/wss\"\nrooms = { stor = \"x\" }\n").unwrap_err();
         assert_eq!(e.problems()[0].field, "route[0].rooms");
+        assert!(e.problems()[0].reason.contains("unknown field `stor`"));
+        let e = parse("[[route]]\npath = \"/p\"\npush = { user_header = \"x\" }\n").unwrap_err();
         assert!(e.problems()[0].reason.contains("not built yet"));
     }
 

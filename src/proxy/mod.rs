@@ -92,7 +92,21 @@ impl Proxy {
                         client,
                     }))
                 }
-                RouteAction::Rooms(c) => RouteTarget::Rooms(Arc::default(), c.clone()),
+                RouteAction::Rooms(c) => {
+                    let store = c.store.as_ref().and_then(|path| {
+                        match crate::rooms::store::RedbStore::open(path) {
+                            Ok(s) => Some(Arc::new(s)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "room store unavailable: rooms of this route are kept in memory only");
+                                None
+                            }
+                        }
+                    });
+                    if store.is_none() {
+                        tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
+                    }
+                    RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::with_store(store)), c.clone())
+                }
             };
             (r.clone(), target)
         });
@@ -125,6 +139,22 @@ impl Proxy {
                 }
                 crate::limits::Refusal::Full => ProxyError::Full,
             })
+    }
+
+    /// Commit every room store's queued updates (the flusher does this periodically; shutdown
+    /// does it once more after the last connection ended).
+    pub fn flush_room_stores(&self) {
+        for t in self.routes.targets() {
+            if let RouteTarget::Rooms(registry, _) = t
+                && let Some(store) = &registry.store
+            {
+                match store.flush() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(operations = n, "room store flushed"),
+                    Err(e) => tracing::error!(error = %e, "room store flush failed"),
+                }
+            }
+        }
     }
 
     /// Hosted rooms currently loaded, all routes together.

@@ -45,6 +45,8 @@ pub enum Out {
     Reply(Vec<u8>),
     /// To every connection of the room, the sender included.
     Broadcast(Vec<u8>),
+    /// An update the document now contains (v1 encoding), for the store.
+    Persist(Vec<u8>),
 }
 
 /// What the room keeps per connection.
@@ -72,6 +74,22 @@ impl Room {
         Room {
             awareness: Awareness::new(doc),
         }
+    }
+
+    /// A room whose document is rebuilt from stored updates (ones that fail to apply are skipped
+    /// with a log line: a damaged row must not make the whole room unavailable).
+    pub fn from_updates(updates: &[Vec<u8>]) -> Room {
+        let room = Room::default();
+        for (i, u) in updates.iter().enumerate() {
+            let applied = guarded(|| Update::decode_v1(u))
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|update| room.doc().transact_mut().apply_update(update).is_ok());
+            if applied != Some(true) {
+                tracing::warn!(row = i, "stored room update could not be applied; skipped");
+            }
+        }
+        room
     }
 
     pub fn doc(&self) -> &Doc {
@@ -149,8 +167,9 @@ impl Room {
                     .apply_update(update)
                     .map_err(|e| ProtocolError::InvalidUpdate(e.to_string()))?;
                 out.push(Out::Broadcast(
-                    Message::Sync(SyncMessage::Update(bytes)).encode_v1(),
+                    Message::Sync(SyncMessage::Update(bytes.clone())).encode_v1(),
                 ));
+                out.push(Out::Persist(bytes));
             }
             Message::Awareness(update) => {
                 for (id, entry) in &update.clients {
@@ -268,14 +287,14 @@ mod tests {
         let out = room
             .handle(&mut a, &update_frame(client_edit(&doc_a, "hello ")))
             .unwrap();
-        let [Out::Broadcast(f)] = &out[..] else {
+        let [Out::Broadcast(f), Out::Persist(_)] = &out[..] else {
             panic!("{out:?}")
         };
         apply(&doc_b, f);
         let out = room
             .handle(&mut b, &update_frame(client_edit(&doc_b, "world")))
             .unwrap();
-        let [Out::Broadcast(f)] = &out[..] else {
+        let [Out::Broadcast(f), Out::Persist(_)] = &out[..] else {
             panic!("{out:?}")
         };
         apply(&doc_a, f);
@@ -309,7 +328,10 @@ mod tests {
         frame.extend(Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1());
         let out = room.handle(&mut Conn::default(), &frame).unwrap();
         assert!(
-            matches!(&out[..], [Out::Broadcast(_), Out::Reply(_)]),
+            matches!(
+                &out[..],
+                [Out::Broadcast(_), Out::Persist(_), Out::Reply(_)]
+            ),
             "{out:?}"
         );
     }

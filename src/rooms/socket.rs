@@ -95,6 +95,7 @@ pub async fn serve(
                                     Out::Broadcast(f) => {
                                         let _ = room.fanout.send(Bytes::from(f));
                                     }
+                                    Out::Persist(u) => room.persist(&u),
                                 }
                             }
                         }

@@ -55,6 +55,8 @@ impl Running {
         let clean = tokio::time::timeout(self.grace, self.tracker.wait())
             .await
             .is_ok();
+        // Every room connection has ended (or the grace is over): commit what they wrote.
+        self.proxy.flush_room_stores();
         if !clean {
             tracing::warn!(
                 open = self.tracker.len(),
@@ -130,6 +132,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     );
     tracker.spawn(on_sighup(cert_trigger.clone(), shutdown.clone()));
     tracker.spawn(evict_limiter_keys(proxy.clone(), shutdown.clone()));
+    tracker.spawn(flush_room_stores(proxy.clone(), shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),
         https_addr,
@@ -157,6 +160,23 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     ));
     Ok(running)
 }
+
+/// Group commit for hosted rooms: one transaction per interval for everything queued.
+async fn flush_room_stores(proxy: Arc<Proxy>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ROOM_FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let p = proxy.clone();
+                let _ = tokio::task::spawn_blocking(move || p.flush_room_stores()).await;
+            }
+        }
+    }
+}
+
+/// How often queued room updates are committed (at most this much is lost on SIGKILL).
+const ROOM_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// Keyed rate limiters never forget a client by themselves: prune them periodically.
 async fn evict_limiter_keys(proxy: Arc<Proxy>, shutdown: CancellationToken) {
