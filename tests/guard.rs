@@ -8,24 +8,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = WebSocketStream<TcpStream>;
 
 async fn connect(edge: &Edge, path: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
-    let mut req = format!("ws://a.test{path}").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let tcp = TcpStream::connect(edge.http).await.unwrap();
-    tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("handshake in time")
-        .map(|(ws, _)| ws)
+    ws_connect(edge, path, headers).await.map(|(ws, _)| ws)
 }
 
 fn status_of(r: Result<Ws, WsError>) -> (u16, Option<String>) {

@@ -19,17 +19,7 @@ async fn connect(
     path: &str,
     extra: &[(&str, &str)],
 ) -> Result<(Ws, http::Response<Option<Vec<u8>>>), WsError> {
-    let mut req = format!("ws://a.test{path}").into_client_request().unwrap();
-    for (k, v) in extra {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let tcp = TcpStream::connect(edge.http).await.unwrap();
-    tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("handshake in time")
+    ws_connect(edge, path, extra).await
 }
 
 async fn next_msg(ws: &mut Ws) -> Option<Result<Message, WsError>> {

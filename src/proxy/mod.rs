@@ -250,9 +250,16 @@ impl Proxy {
                 websocket::forward(self, req, route, state, conn, log.clone()).await
             }
             RouteTarget::Upstream(state) => http::forward(route, state, req, conn).await,
-            RouteTarget::Rooms(registry, rooms) => {
-                rooms_upgrade(self, req, route, registry, rooms, conn, log.clone())
-            }
+            RouteTarget::Rooms(registry, rooms) => rooms_upgrade(
+                self,
+                req,
+                upgrade,
+                route,
+                registry,
+                rooms,
+                conn,
+                log.clone(),
+            ),
         }
     }
 }
@@ -379,9 +386,11 @@ impl AccessLog {
 
 /// Accept a WebSocket for a hosted room: answer the 101 ourselves and serve the room in a
 /// tracked task. Anything but a WebSocket upgrade gets 426.
+#[allow(clippy::too_many_arguments)]
 fn rooms_upgrade(
     proxy: &Proxy,
     mut req: Request<Incoming>,
+    upgrade: bool,
     route: &RouteConfig,
     registry: &Arc<crate::rooms::registry::Registry>,
     rooms: &crate::config::RoomsConfig,
@@ -389,7 +398,6 @@ fn rooms_upgrade(
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     use http_body_util::{BodyExt, Full};
-    let upgrade = headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     if !upgrade {
         let mut r = Response::new(
             Full::new(bytes::Bytes::from_static(

@@ -1060,6 +1060,36 @@ mod tests {
         })
     }
 
+    /// Relay between two in-memory peers; `answers` says whether each (client, upstream)
+    /// answers pings. Returns the relay future and the peers' frame logs.
+    #[allow(clippy::type_complexity)]
+    fn pair(
+        client_answers: bool,
+        upstream_answers: bool,
+        shutdown: CancellationToken,
+    ) -> (
+        impl std::future::Future<Output = RelayOutcome>,
+        tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>>,
+        tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>>,
+    ) {
+        let (client_far, client_near) = tokio::io::duplex(1 << 16);
+        let (up_far, up_near) = tokio::io::duplex(1 << 16);
+        let client = peer(client_far, client_answers, true);
+        let upstream = peer(up_far, upstream_answers, false);
+        let g = guard();
+        let run = async move {
+            relay(
+                Peer::io(client_near, Bytes::new()),
+                Peer::io(up_near, Bytes::new()),
+                &g,
+                Arc::default(),
+                shutdown,
+            )
+            .await
+        };
+        (run, client, upstream)
+    }
+
     fn guard() -> Guard {
         Guard {
             heartbeat_interval: Some(Duration::from_secs(30)),
@@ -1085,19 +1115,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_closed_after_interval_plus_timeout() {
-        let (client_far, client_near) = tokio::io::duplex(1 << 16);
-        let (up_far, up_near) = tokio::io::duplex(1 << 16);
-        let client = peer(client_far, false, true);
-        let upstream = peer(up_far, true, false);
+        let (run, client, upstream) = pair(false, true, CancellationToken::new());
         let t = Instant::now();
-        let out = relay(
-            Peer::io(client_near, Bytes::new()),
-            Peer::io(up_near, Bytes::new()),
-            &guard(),
-            Arc::default(),
-            CancellationToken::new(),
-        )
-        .await;
+        let out = run.await;
         assert_eq!(
             out.end,
             EndReason::Guard {
@@ -1122,24 +1142,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn answering_peers_stay_connected_and_pongs_are_consumed() {
-        let (client_far, client_near) = tokio::io::duplex(1 << 16);
-        let (up_far, up_near) = tokio::io::duplex(1 << 16);
-        let client = peer(client_far, true, true);
-        let upstream = peer(up_far, true, false);
         let shutdown = CancellationToken::new();
-        let relay = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                relay(
-                    Peer::io(client_near, Bytes::new()),
-                    Peer::io(up_near, Bytes::new()),
-                    &guard(),
-                    Arc::default(),
-                    shutdown,
-                )
-                .await
-            }
-        });
+        let (run, client, upstream) = pair(true, true, shutdown.clone());
+        let relay = tokio::spawn(run);
         tokio::time::sleep(Duration::from_secs(600)).await; // 20 heartbeats
         assert!(!relay.is_finished(), "live peers are not closed");
         shutdown.cancel();
@@ -1163,18 +1168,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_upstream_gets_the_client_closed_with_1014() {
-        let (client_far, client_near) = tokio::io::duplex(1 << 16);
-        let (up_far, up_near) = tokio::io::duplex(1 << 16);
-        let client = peer(client_far, true, true);
-        let _upstream = peer(up_far, false, false);
-        let out = relay(
-            Peer::io(client_near, Bytes::new()),
-            Peer::io(up_near, Bytes::new()),
-            &guard(),
-            Arc::default(),
-            CancellationToken::new(),
-        )
-        .await;
+        let (run, client, _upstream) = pair(true, false, CancellationToken::new());
+        let out = run.await;
         assert!(
             matches!(
                 out.end,

@@ -111,6 +111,32 @@ pub async fn read_until(s: &mut TcpStream, needle: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A tokio-tungstenite client on the plain listener with extra request headers (bounded wait).
+pub async fn ws_connect(
+    edge: &Edge,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<TcpStream>,
+        http::Response<Option<Vec<u8>>>,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://a.test{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let tcp = TcpStream::connect(edge.http).await.unwrap();
+    tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
+        .await
+        .expect("handshake in time")
+}
+
 /// A WebSocket handshake written by hand on a fresh TCP connection to the plain listener (for
 /// tests that need raw frames: what tungstenite would reject or rewrite). Returns after the 101.
 pub async fn raw_upgrade(edge: &Edge, path: &str) -> TcpStream {

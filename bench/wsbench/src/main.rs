@@ -179,33 +179,16 @@ async fn echo(listen: String) {
 async fn load(url: String, conns: usize, size: usize, secs: u64, warmup: u64) {
     let start = Instant::now() + Duration::from_secs(warmup);
     let end = start + Duration::from_secs(secs);
-    let host = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let addr: std::net::SocketAddr = tokio::net::lookup_host(&host)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
+    let addr = resolve(&url).await;
     let mut tasks = Vec::new();
     for i in 0..conns {
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let mut errors = 0u64;
-            // Spread source addresses over 127.0.0.x like many clients would be.
-            let sock = TcpSocket::new_v4().unwrap();
-            let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 200) as u8);
-            if addr.ip().is_loopback() {
-                let _ = sock.bind((src, 0).into());
-            }
-            let Ok(tcp) = sock.connect(addr).await else {
+            let Ok(tcp) = connect_from(i, addr).await else {
                 return (hist, 1);
             };
-            let _ = tcp.set_nodelay(true);
             let req = url.into_client_request().unwrap();
             let Ok((mut ws, _)) = tokio_tungstenite::client_async(req, tcp).await else {
                 return (hist, 1);
