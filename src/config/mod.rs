@@ -4,9 +4,11 @@
 
 pub mod guard;
 mod raw;
+pub mod rooms;
 pub mod units;
 
 pub use guard::{Guard, Limits, RatePolicy};
+pub use rooms::RoomsConfig;
 
 use raw::{RawConfig, RawRoute};
 use std::collections::HashSet;
@@ -110,15 +112,6 @@ pub enum RouteAction {
     Rooms(RoomsConfig),
 }
 
-/// `rooms = { store = "memory" | "/var/lib/wsedge/rooms.redb" }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomsConfig {
-    /// Longest accepted room name, in bytes after percent-decoding.
-    pub max_name: usize,
-    /// redb file the rooms persist to; None keeps them in memory only (said in the log).
-    pub store: Option<PathBuf>,
-}
-
 /// An HTTP/1.1 upstream, `http://host:port[/base]` (`ws://` is accepted as a synonym).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -210,7 +203,11 @@ impl Config {
             .map_err(|e| (String::new(), e))
             .and_then(|de| {
                 serde_path_to_error::deserialize(de).map_err(|e| {
-                    let path = e.path().to_string();
+                    // `Spanned` fields show up as a private serde name in the path.
+                    let path = e
+                        .path()
+                        .to_string()
+                        .replace(".$__serde_spanned_private_value", "");
                     (path, e.into_inner())
                 })
             }) {
@@ -371,7 +368,7 @@ impl Validator<'_> {
         let mut routes = Vec::new();
         let mut seen = HashSet::new();
         for (i, r) in raw.route.iter().enumerate() {
-            let route = self.route(i, r, &guard_defaults);
+            let route = self.route(i, r, &guard_defaults, env);
             // Duplicates are judged on host + path alone, even if the route has other problems.
             let raw_route = r.get_ref();
             let host = raw_route
@@ -438,6 +435,7 @@ impl Validator<'_> {
         i: usize,
         spanned: &Spanned<RawRoute>,
         guard_defaults: &guard::RawGuard,
+        env: &dyn Env,
     ) -> Option<RouteConfig> {
         let r = spanned.get_ref();
         let before = self.problems.len();
@@ -483,10 +481,17 @@ impl Validator<'_> {
             }
             1 => {
                 if let Some(rooms) = &r.rooms {
-                    match parse_rooms(rooms.get_ref()) {
+                    match rooms::validate(rooms.get_ref(), env) {
                         Ok(c) => Some(RouteAction::Rooms(c)),
-                        Err(why) => {
-                            self.problem(f("rooms"), Some(rooms), why);
+                        Err(problems) => {
+                            for (field, why) in problems {
+                                let field = if field.starts_with("env ") {
+                                    field
+                                } else {
+                                    f(&format!("rooms.{field}"))
+                                };
+                                self.problem(field, Some(rooms), why);
+                            }
                             None
                         }
                     }
@@ -575,31 +580,6 @@ impl Validator<'_> {
                 .unwrap_or(Duration::from_secs(60)),
             guard: route_guard?,
         })
-    }
-}
-
-fn parse_rooms(v: &toml::Value) -> Result<RoomsConfig, String> {
-    let t = v
-        .as_table()
-        .ok_or("must be a table such as { store = \"memory\" }")?;
-    for k in t.keys() {
-        if k != "store" {
-            return Err(format!("unknown field `{k}` (rooms accepts: store)"));
-        }
-    }
-    match t.get("store").and_then(|s| s.as_str()) {
-        Some("memory") => Ok(RoomsConfig {
-            max_name: 256,
-            store: None,
-        }),
-        Some("") => Err("store must be \"memory\" or the path of a redb file".into()),
-        Some(path) => Ok(RoomsConfig {
-            max_name: 256,
-            store: Some(PathBuf::from(path)),
-        }),
-        None => Err(
-            "store is required: \"memory\" or a path such as \"/var/lib/wsedge/rooms.redb\"".into(),
-        ),
     }
 }
 
@@ -802,7 +782,7 @@ max_body = 0
             Some(std::path::Path::new("/var/lib/r.redb"))
         );
         let e = parse("[[route]]\npath = \"/wss\"\nrooms = { stor = \"x\" }\n").unwrap_err();
-        assert_eq!(e.problems()[0].field, "route[0].rooms");
+        assert_eq!(e.problems()[0].field, "route[0].rooms.stor");
         assert!(e.problems()[0].reason.contains("unknown field `stor`"));
         let e = parse("[[route]]\npath = \"/p\"\npush = { user_header = \"x\" }\n").unwrap_err();
         assert!(e.problems()[0].reason.contains("not built yet"));

@@ -38,7 +38,7 @@ pub struct RawRoute {
     pub host: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub upstream: Option<Spanned<String>>,
-    pub rooms: Option<Spanned<toml::Value>>,
+    pub rooms: Option<Spanned<super::rooms::RawRooms>>,
     pub push: Option<Spanned<toml::Value>>,
     pub strip_prefix: Option<bool>,
     pub plain_http: Option<bool>,

@@ -36,6 +36,8 @@ pub enum ProxyError {
     },
     #[error("connection limit reached")]
     Full,
+    #[error("room access refused: {0}")]
+    Access(crate::rooms::auth::Denied),
 }
 
 impl ProxyError {
@@ -46,6 +48,8 @@ impl ProxyError {
             | ProxyError::BodyTooLarge(_)
             | ProxyError::TooMany { .. } => Culprit::Client,
             ProxyError::Full => Culprit::Us,
+            ProxyError::Access(crate::rooms::auth::Denied::Unavailable(..)) => Culprit::Upstream,
+            ProxyError::Access(_) => Culprit::Client,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ResponseTimeout(_)
@@ -64,6 +68,7 @@ impl ProxyError {
             }
             ProxyError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Access(d) => d.status(),
         }
     }
 
@@ -91,6 +96,12 @@ impl ProxyError {
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(*s));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the request may still be on the wire: do not reuse this connection.

@@ -44,10 +44,7 @@ pub struct RouteState {
 /// What a matched route leads to.
 pub enum RouteTarget {
     Upstream(Box<RouteState>),
-    Rooms(
-        Arc<crate::rooms::registry::Registry>,
-        crate::config::RoomsConfig,
-    ),
+    Rooms(Arc<crate::rooms::registry::Registry>),
 }
 
 pub struct Proxy {
@@ -75,7 +72,8 @@ impl Proxy {
         https_port: u16,
         shutdown: CancellationToken,
         tracker: TaskTracker,
-    ) -> Proxy {
+    ) -> Result<Proxy, crate::rooms::store::StoreError> {
+        let mut stores = std::collections::HashMap::new();
         let routes = config.routes.iter().map(|r| {
             let target = match &r.action {
                 RouteAction::Upstream(up) => {
@@ -93,24 +91,33 @@ impl Proxy {
                     }))
                 }
                 RouteAction::Rooms(c) => {
-                    let store = c.store.as_ref().and_then(|path| {
-                        match crate::rooms::store::RedbStore::open(path) {
-                            Ok(s) => Some(Arc::new(s)),
-                            Err(e) => {
-                                tracing::error!(error = %e, "room store unavailable: rooms of this route are kept in memory only");
-                                None
-                            }
-                        }
+                    let store = c.store.as_ref().map(|path| {
+                        stores
+                            .entry(path.clone())
+                            .or_insert_with(|| {
+                                crate::rooms::store::RedbStore::open(path).map(Arc::new)
+                            })
+                            .clone()
                     });
-                    if store.is_none() {
-                        tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
-                    }
-                    RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::with_store(store)), c.clone())
+                    let store = match store {
+                        None => {
+                            tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
+                            None
+                        }
+                        Some(Ok(s)) => Some(s),
+                        Some(Err(e)) => return Err(e),
+                    };
+                    RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::new(
+                        c.clone(),
+                        store,
+                        shutdown.clone(),
+                    )))
                 }
             };
-            (r.clone(), target)
+            Ok((r.clone(), target))
         });
-        Proxy {
+        let routes = routes.collect::<Result<Vec<_>, crate::rooms::store::StoreError>>()?;
+        Ok(Proxy {
             routes: RouteTable::new(routes),
             access_log: config.server.access_log,
             acme_webroot: config.server.acme_webroot.clone(),
@@ -120,7 +127,7 @@ impl Proxy {
             admission: crate::limits::Admission::new(config),
             limits: config.limits.clone(),
             guard_stats: Arc::default(),
-        }
+        })
     }
 
     /// Admit one WebSocket of `route` (limits keyed by the client IP, trusted proxies honoured).
@@ -141,31 +148,25 @@ impl Proxy {
             })
     }
 
-    /// Commit every room store's queued updates (the flusher does this periodically; shutdown
-    /// does it once more after the last connection ended).
+    /// The room registries of every rooms route.
+    pub fn registries(&self) -> impl Iterator<Item = &Arc<crate::rooms::registry::Registry>> {
+        self.routes.targets().filter_map(|t| match t {
+            RouteTarget::Rooms(r) => Some(r),
+            RouteTarget::Upstream(_) => None,
+        })
+    }
+
+    /// Commit every room store's queued updates (each registry does this periodically;
+    /// shutdown does it once more after the last connection ended).
     pub fn flush_room_stores(&self) {
-        for t in self.routes.targets() {
-            if let RouteTarget::Rooms(registry, _) = t
-                && let Some(store) = &registry.store
-            {
-                match store.flush() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(operations = n, "room store flushed"),
-                    Err(e) => tracing::error!(error = %e, "room store flush failed"),
-                }
-            }
+        for r in self.registries() {
+            r.flush();
         }
     }
 
     /// Hosted rooms currently loaded, all routes together.
     pub fn open_rooms(&self) -> usize {
-        self.routes
-            .targets()
-            .filter_map(|t| match t {
-                RouteTarget::Rooms(r, _) => Some(r.len()),
-                RouteTarget::Upstream(_) => None,
-            })
-            .sum()
+        self.registries().map(|r| r.len()).sum()
     }
 
     /// hyper's service entry point; never fails (errors become responses).
@@ -250,16 +251,9 @@ impl Proxy {
                 websocket::forward(self, req, route, state, conn, log.clone()).await
             }
             RouteTarget::Upstream(state) => http::forward(route, state, req, conn).await,
-            RouteTarget::Rooms(registry, rooms) => rooms_upgrade(
-                self,
-                req,
-                upgrade,
-                route,
-                registry,
-                rooms,
-                conn,
-                log.clone(),
-            ),
+            RouteTarget::Rooms(registry) => {
+                rooms_upgrade(self, req, upgrade, route, registry, conn, log.clone()).await
+            }
         }
     }
 }
@@ -384,19 +378,20 @@ impl AccessLog {
     }
 }
 
-/// Accept a WebSocket for a hosted room: answer the 101 ourselves and serve the room in a
-/// tracked task. Anything but a WebSocket upgrade gets 426.
-#[allow(clippy::too_many_arguments)]
-fn rooms_upgrade(
+/// Accept a WebSocket for a hosted room: check the origin and the client's credentials, then
+/// answer the 101 ourselves and serve the room in a tracked task. Anything but a WebSocket
+/// upgrade gets 426; refusals (401/403) happen before the upgrade and are logged.
+async fn rooms_upgrade(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     upgrade: bool,
     route: &RouteConfig,
     registry: &Arc<crate::rooms::registry::Registry>,
-    rooms: &crate::config::RoomsConfig,
     conn: ConnInfo,
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    use crate::config::rooms::RoomAuth;
+    use crate::rooms::auth;
     use http_body_util::{BodyExt, Full};
     if !upgrade {
         let mut r = Response::new(
@@ -426,19 +421,51 @@ fn rooms_upgrade(
     {
         return Err(ProxyError::BadRequest("Sec-WebSocket-Version must be 13"));
     }
+    let rooms = &registry.config;
     let name = crate::rooms::socket::room_name(&route.path, req.uri().path(), rooms.max_name)
         .ok_or(ProxyError::BadRequest("invalid room name"))?;
+    let client_ip = proxy.admission.client_ip(conn.peer.ip(), req.headers());
+    let access = match auth::check_origin(&rooms.allowed_origins, req.headers()) {
+        Err(d) => Err(d),
+        Ok(()) => match &rooms.auth {
+            RoomAuth::None => Ok(auth::Access::ReadWrite),
+            RoomAuth::Jwt(cfg) => match auth::find_token(cfg, req.uri().query(), req.headers()) {
+                None => Err(auth::Denied::Unauthorized("no token".into())),
+                Some(token) => auth::verify_jwt(cfg, &token, &name),
+            },
+            RoomAuth::Forward(cfg) => {
+                let uri = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                auth::forward(&registry.client, cfg, req.headers(), &uri, client_ip, &name).await
+            }
+        },
+    };
+    let access = access.map_err(|d| {
+        tracing::info!(client = %client_ip, room = %name, status = d.status().as_u16(), reason = %d, "room access refused");
+        ProxyError::Access(d)
+    })?;
     let permit = proxy.admit(route, conn, req.headers())?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let room = registry.get_or_create(&name);
-    let shutdown = proxy.shutdown.clone();
-    let max = route.guard.max_message.min(usize::MAX as u64) as usize;
+    let room = registry.join(&name).await;
+    let session = crate::rooms::socket::Session {
+        registry: registry.clone(),
+        room,
+        access,
+        guard: route.guard.clone(),
+        stats: proxy.guard_stats.clone(),
+        shutdown: proxy.shutdown.clone(),
+    };
     proxy.tracker.spawn(Box::pin(async move {
         let Ok(upgraded) = on_upgrade.await else {
+            // The client went away before the switch: still leave the room.
+            session.registry.leave(&session.room);
             return;
         };
         let started = Instant::now();
-        let (code, why) = crate::rooms::socket::serve(upgraded, room, false, max, shutdown).await;
+        let (code, why) = crate::rooms::socket::serve(upgraded, session).await;
         drop(permit);
         log.room(&name, code, why, started);
     }));

@@ -1,8 +1,10 @@
-//! Hosted Yjs rooms (y-websocket wire protocol). **Partial:** rooms served on `rooms` routes —
-//! sync, updates, awareness relay and cleanup — kept in memory or persisted to one redb file.
-//! Not built yet: room unloading, callbacks, auth/read-only tokens, origin checks, and the guard's
-//! heartbeat and rate limits on hosted sockets (size limits apply).
+//! Hosted Yjs rooms (y-websocket wire protocol): sync, updates, awareness (relay, cleanup on
+//! disconnect, 30 s expiry), persistence in one redb file with group commit, unloading after a
+//! grace time, y-websocket-server's HTTP callback, origin checks and JWT or forward auth with
+//! read-only access, all under the route's WebSocket guard.
 
+pub mod auth;
+pub mod callback;
 pub mod protocol;
 pub mod registry;
 pub mod socket;

@@ -76,6 +76,13 @@ impl Room {
         }
     }
 
+    /// A room whose awareness timestamps come from `clock` (milliseconds), for tests.
+    pub fn with_clock(doc: Doc, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Room {
+        Room {
+            awareness: Awareness::with_clock(doc, clock),
+        }
+    }
+
     /// A room whose document is rebuilt from stored updates (ones that fail to apply are skipped
     /// with a log line: a damaged row must not make the whole room unavailable).
     pub fn from_updates(updates: &[Vec<u8>]) -> Room {
@@ -211,6 +218,26 @@ impl Room {
             .awareness
             .update_with_clients(ids.iter().map(|id| ClientID::new(*id)))
             .ok()?;
+        Some(Message::Awareness(update).encode_v1())
+    }
+
+    /// Drop awareness states not renewed for `timeout_ms` (clients renew every 15 s; y-websocket
+    /// expires them after 30 s) and return the removal to broadcast, if any. `now_ms` is on the
+    /// awareness clock (Unix milliseconds unless built with [`Room::with_clock`]).
+    pub fn expire_awareness(&mut self, now_ms: u64, timeout_ms: u64) -> Option<Vec<u8>> {
+        let stale: Vec<ClientID> = self
+            .awareness
+            .iter()
+            .filter(|(_, s)| s.data.is_some() && s.last_updated.saturating_add(timeout_ms) < now_ms)
+            .map(|(id, _)| id)
+            .collect();
+        if stale.is_empty() {
+            return None;
+        }
+        for id in &stale {
+            self.awareness.remove_state(*id);
+        }
+        let update = self.awareness.update_with_clients(stale).ok()?;
         Some(Message::Awareness(update).encode_v1())
     }
 
@@ -356,6 +383,47 @@ mod tests {
         assert_eq!(&*u.clients[&ClientID::new(42)].json, "null");
         assert!(room.awareness_clients().is_empty());
         assert!(room.leave(&mut a).is_none(), "nothing left to remove");
+    }
+
+    #[test]
+    fn awareness_not_renewed_for_30_s_expires() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let clock = now.clone();
+        let mut room = Room::with_clock(Doc::new(), move || clock.load(Ordering::Relaxed));
+        let announce = |room: &mut Room, id: u64, clock: u32| {
+            let mut peer = Awareness::new(Doc::with_client_id(id));
+            for _ in 0..clock {
+                peer.set_local_state_raw(r#"{"user":"x"}"#);
+            }
+            let frame = Message::Awareness(peer.update().unwrap()).encode_v1();
+            room.handle(&mut Conn::default(), &frame).unwrap();
+        };
+        announce(&mut room, 1, 1);
+        now.fetch_add(20_000, Ordering::Relaxed);
+        announce(&mut room, 2, 1);
+        assert!(
+            room.expire_awareness(now.load(Ordering::Relaxed), 30_000)
+                .is_none()
+        );
+        now.fetch_add(15_000, Ordering::Relaxed); // 1 is 35 s old, 2 is 15 s old
+        let removal = room
+            .expire_awareness(now.load(Ordering::Relaxed), 30_000)
+            .expect("client 1 expired");
+        let u = decode_awareness(&removal).unwrap();
+        assert_eq!(u.clients.len(), 1);
+        assert_eq!(&*u.clients[&ClientID::new(1)].json, "null");
+        assert_eq!(room.awareness_clients(), vec![2]);
+        // A renewal (higher clock) keeps 2 alive past its first 30 s.
+        now.fetch_add(10_000, Ordering::Relaxed);
+        announce(&mut room, 2, 2);
+        now.fetch_add(25_000, Ordering::Relaxed);
+        assert!(
+            room.expire_awareness(now.load(Ordering::Relaxed), 30_000)
+                .is_none()
+        );
+        assert_eq!(room.awareness_clients(), vec![2]);
     }
 
     #[test]

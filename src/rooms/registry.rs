@@ -1,14 +1,27 @@
-//! Rooms by name. A room is created on first join and kept in memory (the only store so far).
+//! Rooms by name. A room is created on first join (loaded from the store), shared by all its
+//! connections, and unloaded `unload_after` its last connection left (its log compacted into
+//! one snapshot, memory freed). `maintain` runs the store's group commit and expires stale
+//! awareness states.
 
+use super::auth::HttpClient;
+use super::callback;
 use super::protocol::Room;
 use super::store::RedbStore;
+use crate::config::RoomsConfig;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 
 /// Frames a room fans out; a subscriber this far behind is closed (1013) instead of buffering.
 pub const FANOUT_CAPACITY: usize = 1024;
+/// Awareness states not renewed for this long expire (y-websocket's `outdatedTimeout`).
+pub const AWARENESS_TIMEOUT_MS: u64 = 30_000;
+/// How often stale awareness states are looked for.
+const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 
 pub struct RoomHandle {
     pub name: String,
@@ -16,71 +29,253 @@ pub struct RoomHandle {
     pub room: Mutex<Room>,
     /// Every connection of the room subscribes; broadcasts reach the sender too.
     pub fanout: broadcast::Sender<Bytes>,
-    /// Where applied updates go (None: memory only).
-    pub store: Option<Arc<RedbStore>>,
+    store: Option<Arc<RedbStore>>,
+    /// Open connections; the room unloads after it stays 0 for `unload_after`.
+    conns: AtomicUsize,
+    /// Bumped by every join, so an unload timer from before a re-join does nothing.
+    generation: AtomicU64,
+    /// Wakes the room's callback task after a change (None: no callback configured).
+    changed: Option<Arc<Notify>>,
+    /// Ends the room's callback task (which sends what is pending) when the room unloads.
+    stop: CancellationToken,
 }
 
 impl RoomHandle {
-    /// Queue an applied update for the store, compacting the room's log when it grew long.
-    pub fn persist(&self, update: &[u8]) {
+    /// An update was applied: queue it for the store (compacting a long log) and tell the
+    /// callback.
+    pub fn applied(&self, update: &[u8]) {
         if let Some(store) = &self.store
             && store.append(&self.name, update)
         {
-            let snapshot = self
-                .room
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .snapshot();
+            let snapshot = self.lock().snapshot();
             store.replace(&self.name, snapshot);
         }
+        if let Some(n) = &self.changed {
+            n.notify_one();
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Room> {
+        self.room.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::Relaxed)
     }
 }
 
-#[derive(Default)]
 pub struct Registry {
-    rooms: Mutex<HashMap<String, Arc<RoomHandle>>>,
+    rooms: tokio::sync::Mutex<HashMap<String, Arc<RoomHandle>>>,
+    loaded: AtomicUsize,
     pub store: Option<Arc<RedbStore>>,
+    pub config: RoomsConfig,
+    /// Forward auth and callbacks.
+    pub client: HttpClient,
+    shutdown: CancellationToken,
 }
 
 impl Registry {
-    pub fn with_store(store: Option<Arc<RedbStore>>) -> Registry {
+    pub fn new(
+        config: RoomsConfig,
+        store: Option<Arc<RedbStore>>,
+        shutdown: CancellationToken,
+    ) -> Registry {
         Registry {
-            rooms: Mutex::default(),
+            rooms: tokio::sync::Mutex::default(),
+            loaded: AtomicUsize::new(0),
             store,
+            config,
+            client: super::auth::http_client(),
+            shutdown,
         }
     }
 
-    pub fn get_or_create(&self, name: &str) -> Arc<RoomHandle> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                let room = match &self.store {
-                    None => Room::default(),
-                    Some(store) => match store.load(name) {
-                        Ok(updates) => Room::from_updates(&updates),
-                        Err(e) => {
-                            tracing::error!(room = name, error = %e, "cannot load room; starting it empty");
-                            Room::default()
-                        }
-                    },
-                };
-                tracing::debug!(room = name, "room loaded");
-                Arc::new(RoomHandle {
-                    name: name.to_string(),
-                    room: Mutex::new(room),
-                    fanout: broadcast::channel(FANOUT_CAPACITY).0,
-                    store: self.store.clone(),
+    /// Join `name`, loading the room if it is not in memory. Counts the connection until
+    /// [`Registry::leave`].
+    pub async fn join(self: &Arc<Self>, name: &str) -> Arc<RoomHandle> {
+        let mut rooms = self.rooms.lock().await;
+        if let Some(h) = rooms.get(name) {
+            h.conns.fetch_add(1, Ordering::Relaxed);
+            h.generation.fetch_add(1, Ordering::Relaxed);
+            return h.clone();
+        }
+        let room = match &self.store {
+            None => Room::default(),
+            Some(store) => {
+                let (store, n) = (store.clone(), name.to_string());
+                // Commit what is queued first (an unloading room's snapshot, say), then read.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    store.flush()?;
+                    store.load(&n)
                 })
-            })
-            .clone()
+                .await;
+                match loaded {
+                    Ok(Ok(updates)) => Room::from_updates(&updates),
+                    Ok(Err(e)) => {
+                        tracing::error!(room = name, error = %e, "cannot load room; starting it empty");
+                        Room::default()
+                    }
+                    Err(e) => {
+                        tracing::error!(room = name, error = %e, "room load task failed; starting it empty");
+                        Room::default()
+                    }
+                }
+            }
+        };
+        let stop = CancellationToken::new();
+        let changed = self
+            .config
+            .callback
+            .as_ref()
+            .map(|_| Arc::new(Notify::new()));
+        let h = Arc::new(RoomHandle {
+            name: name.to_string(),
+            room: Mutex::new(room),
+            fanout: broadcast::channel(FANOUT_CAPACITY).0,
+            store: self.store.clone(),
+            conns: AtomicUsize::new(1),
+            generation: AtomicU64::new(0),
+            changed,
+            stop,
+        });
+        if let (Some(cfg), Some(changed)) = (&self.config.callback, &h.changed) {
+            tokio::spawn(run_callback(
+                h.clone(),
+                changed.clone(),
+                cfg.clone(),
+                self.client.clone(),
+            ));
+        }
+        rooms.insert(name.to_string(), h.clone());
+        self.loaded.store(rooms.len(), Ordering::Relaxed);
+        tracing::debug!(room = name, "room loaded");
+        h
     }
 
+    /// A connection of `h` ended; the room unloads if nobody joins within `unload_after`.
+    pub fn leave(self: &Arc<Self>, h: &Arc<RoomHandle>) {
+        if h.conns.fetch_sub(1, Ordering::Relaxed) != 1 {
+            return;
+        }
+        let generation = h.generation.load(Ordering::Relaxed);
+        let (registry, h) = (self.clone(), h.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = registry.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(registry.config.unload_after) => {
+                    registry.unload(&h, generation).await;
+                }
+            }
+        });
+    }
+
+    async fn unload(&self, h: &Arc<RoomHandle>, generation: u64) {
+        let mut rooms = self.rooms.lock().await;
+        if h.conns.load(Ordering::Relaxed) != 0
+            || h.generation.load(Ordering::Relaxed) != generation
+        {
+            return; // someone joined meanwhile
+        }
+        if !rooms.get(&h.name).is_some_and(|r| Arc::ptr_eq(r, h)) {
+            return;
+        }
+        rooms.remove(&h.name);
+        self.loaded.store(rooms.len(), Ordering::Relaxed);
+        if let Some(store) = &self.store
+            && store.rows(&h.name) > 1
+        {
+            // Next load reads one row instead of the whole log.
+            store.replace(&h.name, h.lock().snapshot());
+        }
+        h.stop.cancel();
+        tracing::debug!(room = %h.name, "room unloaded");
+    }
+
+    /// Rooms in memory.
     pub fn len(&self) -> usize {
-        self.rooms.lock().map(|r| r.len()).unwrap_or(0)
+        self.loaded.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Commit the store's queued updates now (shutdown calls this after the connections ended).
+    pub fn flush(&self) {
+        if let Some(store) = &self.store {
+            match store.flush() {
+                Ok(n) => tracing::debug!(operations = n, "room store flushed"),
+                Err(e) => tracing::error!(error = %e, "room store flush failed"),
+            }
+        }
+    }
+
+    /// Group commit every `flush_interval`, awareness expiry every few seconds; until shutdown.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut flush = tokio::time::interval(self.config.flush_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(AWARENESS_SWEEP);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = flush.tick(), if self.store.is_some() => {
+                    let r = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.flush()).await;
+                }
+                _ = sweep.tick() => self.expire_awareness().await,
+            }
+        }
+    }
+
+    async fn expire_awareness(&self) {
+        let rooms: Vec<Arc<RoomHandle>> = self.rooms.lock().await.values().cloned().collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for h in rooms {
+            let removal = h.lock().expire_awareness(now, AWARENESS_TIMEOUT_MS);
+            if let Some(frame) = removal {
+                tracing::debug!(room = %h.name, "expired awareness states");
+                let _ = h.fanout.send(Bytes::from(frame));
+            }
+        }
+    }
+}
+
+/// One room's callback: debounce its changes and POST the configured objects.
+async fn run_callback(
+    h: Arc<RoomHandle>,
+    changed: Arc<Notify>,
+    cfg: crate::config::rooms::Callback,
+    client: HttpClient,
+) {
+    let mut d = callback::Debounce::new(cfg.debounce_wait, cfg.debounce_maxwait);
+    loop {
+        let due = d.due();
+        let sleep = async move {
+            match due {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let last = tokio::select! {
+            _ = changed.notified() => {
+                d.touch(tokio::time::Instant::now());
+                continue;
+            }
+            _ = sleep => false,
+            _ = h.stop.cancelled() => true,
+        };
+        if d.due().is_some() {
+            d.fired();
+            let state = callback::state_of(h.lock().doc());
+            let body = callback::payload(&h.name, &state, &cfg.objects);
+            if let Err(e) = callback::post(&client, &cfg, body).await {
+                tracing::warn!(room = %h.name, url = %cfg.url, error = %e, "room callback failed");
+            }
+        }
+        if last {
+            return;
+        }
     }
 }

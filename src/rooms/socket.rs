@@ -1,14 +1,24 @@
-//! The socket side of a room connection: accept the upgrade, send the welcome, then move frames
-//! between the WebSocket, the room and the room's fan-out until either side ends.
+//! The socket side of a room connection: send the welcome, then move frames between the
+//! WebSocket, the room and the room's fan-out until either side ends, under the route's guard:
+//! heartbeat pings, idle timeout, size limits (1009), message/byte rates, a bounded send queue
+//! (the fan-out: a connection that falls `FANOUT_CAPACITY` frames behind is closed with 1013) and
+//! the slow-reader timeout on every write.
 
+use super::auth::Access;
 use super::protocol::{Conn, Out};
-use super::registry::RoomHandle;
+use super::registry::{Registry, RoomHandle};
+use crate::config::{Guard, RatePolicy};
+use crate::ws::rates::{Rates, Verdict};
+use crate::ws::relay::GuardStats;
 use bytes::Bytes;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -34,118 +44,213 @@ pub fn room_name(prefix: &str, path: &str, max: usize) -> Option<String> {
     Some(name)
 }
 
-/// Serve one connection of `room` until it closes, the room refuses a frame, or shutdown.
-pub async fn serve(
-    upgraded: Upgraded,
-    room: Arc<RoomHandle>,
-    read_only: bool,
-    max_message: usize,
-    shutdown: CancellationToken,
-) -> (u16, &'static str) {
+/// Everything one room connection needs.
+pub struct Session {
+    pub registry: Arc<Registry>,
+    pub room: Arc<RoomHandle>,
+    pub access: Access,
+    pub guard: Guard,
+    pub stats: Arc<GuardStats>,
+    pub shutdown: CancellationToken,
+}
+
+/// How a connection ended: the close code sent (or logged) and a short reason.
+pub type End = (u16, &'static str);
+
+type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
+/// Serve one connection until it closes, the room refuses a frame, the guard ends it, or
+/// shutdown. Always leaves the room (awareness removal broadcast, unload timer).
+pub async fn serve(upgraded: Upgraded, s: Session) -> End {
+    let mut conn = Conn {
+        read_only: s.access == Access::ReadOnly,
+        ..Conn::default()
+    };
+    let end = run(upgraded, &s, &mut conn).await;
+    let removal = s.room.lock().leave(&mut conn);
+    if let Some(f) = removal {
+        let _ = s.room.fanout.send(Bytes::from(f));
+    }
+    s.registry.leave(&s.room);
+    end
+}
+
+/// Write one frame, giving up on a peer that takes no bytes for `slow_reader_timeout`.
+async fn send(sink: &mut Sink, m: Message, s: &Session) -> Result<(), End> {
+    match tokio::time::timeout(s.guard.slow_reader_timeout, sink.send(m)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err((1006, "connection lost")),
+        Err(_) => {
+            s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+            Err((1008, "slow reader"))
+        }
+    }
+}
+
+/// Send a close frame (bounded by a short wait: the peer may be gone) and end with it.
+async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) -> End {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        sink.send(close(code, reason)),
+    )
+    .await;
+    (code, reason)
+}
+
+/// End the connection with `end` if a write failed.
+macro_rules! sent {
+    ($e:expr) => {
+        if let Err(end) = $e {
+            return end;
+        }
+    };
+}
+
+async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn) -> End {
+    let g = &s.guard;
+    let max_message = g.max_message.min(usize::MAX as u64) as usize;
+    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
-        .read_buffer_size(8 * 1024)
+        .max_frame_size(Some(max_frame.min(max_message)))
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
     let ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (mut sink, mut stream) = ws.split();
-    let mut fanout = room.fanout.subscribe();
-    let mut conn = Conn {
-        read_only,
-        ..Conn::default()
-    };
-    let welcome = room
-        .room
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .welcome();
-    let mut end = (1000u16, "closed");
-    let mut failed = false;
+    let mut fanout = s.room.fanout.subscribe();
+    let welcome = s.room.lock().welcome();
     for f in welcome {
-        if sink.send(Message::binary(f)).await.is_err() {
-            failed = true;
+        if let Err(end) = send(&mut sink, Message::binary(f), s).await {
+            return end;
         }
     }
-    let close = |code: u16, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        }))
-    };
-    while !failed {
+    let rates = Rates::new(g);
+    let mut heartbeat = g.heartbeat_interval.map(|i| {
+        let mut t = tokio::time::interval_at(Instant::now() + i, i);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    // When the unanswered ping was sent.
+    let mut ping_sent: Option<Instant> = None;
+    let mut last_data = Instant::now();
+    loop {
+        let beat = async {
+            match heartbeat.as_mut() {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        let pong_due = async {
+            match ping_sent {
+                Some(at) => tokio::time::sleep_until(at + g.heartbeat_timeout).await,
+                None => std::future::pending().await,
+            }
+        };
+        let idle = async {
+            match g.idle_timeout {
+                Some(d) => tokio::time::sleep_until(last_data + d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = sink.send(close(1001, "server shutting down")).await;
-                end = (1001, "shutdown");
-                break;
+            _ = s.shutdown.cancelled() => {
+                return close_with(&mut sink, 1001, "server shutting down").await;
+            }
+            _ = pong_due => {
+                s.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                return close_with(&mut sink, 1001, "heartbeat timeout").await;
+            }
+            _ = idle => {
+                s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
+                return close_with(&mut sink, 1001, "idle timeout").await;
+            }
+            _ = beat => {
+                if ping_sent.is_none() {
+                    ping_sent = Some(Instant::now());
+                    sent!(send(&mut sink, Message::Ping(Bytes::new()), s).await);
+                }
             }
             m = stream.next() => match m {
                 Some(Ok(Message::Binary(data))) => {
-                    let result = room.room.lock().unwrap_or_else(|p| p.into_inner()).handle(&mut conn, &data);
+                    last_data = Instant::now();
+                    if let Some(r) = &rates {
+                        match r.admit(true, data.len() as u64).await {
+                            Verdict::Pass { throttled: true } => {
+                                s.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Verdict::Pass { throttled: false } => {}
+                            Verdict::Over if r.policy == RatePolicy::Drop => {
+                                s.stats.rate_drops.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Verdict::Over => {
+                                s.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
+                                return close_with(&mut sink, 1008, "rate limit exceeded").await;
+                            }
+                        }
+                    }
+                    let result = s.room.lock().handle(conn, &data);
                     match result {
                         Ok(outs) => {
                             for o in outs {
                                 match o {
-                                    Out::Reply(f) => {
-                                        if sink.send(Message::binary(f)).await.is_err() {
-                                            failed = true;
-                                        }
-                                    }
+                                    Out::Reply(f) => sent!(send(&mut sink, Message::binary(f), s).await),
                                     Out::Broadcast(f) => {
-                                        let _ = room.fanout.send(Bytes::from(f));
+                                        let _ = s.room.fanout.send(Bytes::from(f));
                                     }
-                                    Out::Persist(u) => room.persist(&u),
+                                    Out::Persist(u) => s.room.applied(&u),
                                 }
                             }
                         }
                         Err(e) => {
-                            tracing::debug!(room = %room.name, error = %e, "room refused a frame");
-                            let _ = sink.send(close(e.close_code(), "invalid message")).await;
-                            end = (e.close_code(), "invalid message");
-                            break;
+                            tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
+                            s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                            return close_with(&mut sink, e.close_code(), "invalid message").await;
                         }
                     }
                 }
                 Some(Ok(Message::Text(_))) => {
-                    let _ = sink.send(close(1003, "binary frames only")).await;
-                    end = (1003, "text frame");
-                    break;
+                    s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                    return close_with(&mut sink, 1003, "binary frames only").await;
                 }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Ok(Message::Pong(_))) => ping_sent = None,
+                Some(Ok(Message::Close(_))) | None => return (1000, "closed"),
+                Some(Ok(_)) => {} // pings: tungstenite answers them itself
                 Some(Err(e)) => {
-                    let code = if e.to_string().contains("too long") || e.to_string().contains("Space limit") { 1009 } else { 1002 };
-                    let _ = sink.send(close(code, "bad frame")).await;
-                    end = (code, "bad frame");
-                    break;
+                    use tokio_tungstenite::tungstenite::Error as E;
+                    use tokio_tungstenite::tungstenite::error::CapacityError;
+                    return match e {
+                        E::Capacity(CapacityError::MessageTooLong { .. }) => {
+                            s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
+                            close_with(&mut sink, 1009, "message too big").await
+                        }
+                        E::Protocol(_) | E::Utf8(_) | E::Capacity(_) => {
+                            s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                            close_with(&mut sink, 1002, "bad frame").await
+                        }
+                        _ => (1006, "connection lost"),
+                    };
                 }
             },
             f = fanout.recv() => match f {
-                Ok(f) => {
-                    if sink.send(Message::Binary(f)).await.is_err() {
-                        break;
-                    }
-                }
+                Ok(f) => sent!(send(&mut sink, Message::Binary(f), s).await),
                 Err(RecvError::Lagged(_)) => {
                     // Too slow to keep up with the room: close rather than buffer without bound.
-                    let _ = sink.send(close(1013, "too slow")).await;
-                    end = (1013, "slow reader");
-                    break;
+                    s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+                    return close_with(&mut sink, 1013, "too slow for this room").await;
                 }
-                Err(RecvError::Closed) => break,
+                Err(RecvError::Closed) => return (1001, "room closed"),
             },
         }
     }
-    let removal = room
-        .room
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .leave(&mut conn);
-    if let Some(f) = removal {
-        let _ = room.fanout.send(Bytes::from(f));
-    }
-    end
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ const UPDATES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("updat
 /// Rows a room's log may grow to before it is compacted into a snapshot.
 pub const COMPACT_AT: u64 = 500;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("room store {path}: {reason}")]
 pub struct StoreError {
     pub path: String,
@@ -36,6 +36,9 @@ pub struct RedbStore {
     db: Database,
     pending: Mutex<Vec<Op>>,
     logs: Mutex<HashMap<String, RoomLog>>,
+    /// Held for a whole flush, so a flush that returns has committed everything queued before it
+    /// was called (a concurrent flush may have taken the queue).
+    flushing: Mutex<()>,
 }
 
 impl RedbStore {
@@ -57,6 +60,7 @@ impl RedbStore {
             db,
             pending: Mutex::new(Vec::new()),
             logs: Mutex::new(HashMap::new()),
+            flushing: Mutex::new(()),
         })
     }
 
@@ -120,13 +124,36 @@ impl RedbStore {
         }
     }
 
+    /// Rows the room's log has (stored and queued).
+    pub fn rows(&self, room: &str) -> u64 {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .map_or(0, |l| l.rows)
+    }
+
     /// Commit everything queued in one transaction; returns how many operations were written.
     pub fn flush(&self) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let ops = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if ops.is_empty() {
             return Ok(0);
         }
         let n = ops.len();
+        match self.write(&ops) {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                // Keep them for the next flush: a failed commit (disk full, say) loses nothing.
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = std::mem::replace(&mut *pending, ops);
+                pending.extend(newer);
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = w.open_table(UPDATES).map_err(|e| self.err(e))?;
@@ -149,8 +176,7 @@ impl RedbStore {
                 }
             }
         }
-        w.commit().map_err(|e| self.err(e))?;
-        Ok(n)
+        w.commit().map_err(|e| self.err(e))
     }
 }
 

@@ -29,6 +29,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] crate::rooms::store::StoreError),
 }
 
 /// A started server: its bound addresses, and the handle to stop it.
@@ -118,7 +120,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         https_addr.port(),
         shutdown.clone(),
         tracker.clone(),
-    ));
+    )?);
     let cert_trigger = Arc::new(Notify::new());
     tls::watch::spawn(
         certs.clone(),
@@ -132,7 +134,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     );
     tracker.spawn(on_sighup(cert_trigger.clone(), shutdown.clone()));
     tracker.spawn(evict_limiter_keys(proxy.clone(), shutdown.clone()));
-    tracker.spawn(flush_room_stores(proxy.clone(), shutdown.clone()));
+    for registry in proxy.registries() {
+        tracker.spawn(registry.clone().maintain());
+    }
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),
         https_addr,
@@ -160,23 +164,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     ));
     Ok(running)
 }
-
-/// Group commit for hosted rooms: one transaction per interval for everything queued.
-async fn flush_room_stores(proxy: Arc<Proxy>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(ROOM_FLUSH_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let p = proxy.clone();
-                let _ = tokio::task::spawn_blocking(move || p.flush_room_stores()).await;
-            }
-        }
-    }
-}
-
-/// How often queued room updates are committed (at most this much is lost on SIGKILL).
-const ROOM_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// Keyed rate limiters never forget a client by themselves: prune them periodically.
 async fn evict_limiter_keys(proxy: Arc<Proxy>, shutdown: CancellationToken) {

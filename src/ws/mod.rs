@@ -1,2 +1,3 @@
 pub mod frame;
+pub mod rates;
 pub mod relay;

@@ -12,10 +12,9 @@
 //! its sender through TCP; one that accepts nothing for `slow_reader_timeout` is dropped.
 
 use super::frame::{self, FrameError, FrameHeader, Scanner, Step};
+use super::rates::{Rates, Verdict};
 use crate::config::{Guard, RatePolicy};
 use bytes::Bytes;
-use governor::{Quota, RateLimiter};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -212,23 +211,6 @@ struct PumpResult {
     end: PumpEnd,
 }
 
-type DirectLimiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
-    governor::middleware::NoOpMiddleware,
->;
-
-fn now() -> governor::clock::QuantaInstant {
-    governor::clock::Clock::now(&governor::clock::DefaultClock::default())
-}
-
-fn limiter(per_sec: u32, burst: u32) -> DirectLimiter {
-    let per = NonZeroU32::new(per_sec.max(1)).expect("nonzero");
-    let burst = NonZeroU32::new(burst.max(1)).expect("nonzero");
-    RateLimiter::direct(Quota::per_second(per).allow_burst(burst))
-}
-
 /// Frames waiting to be written toward one peer by the pump that writes to it. A plain list and
 /// a `Notify` instead of a channel: a channel allocates a 32-slot block up front, per connection.
 #[derive(Default)]
@@ -265,9 +247,7 @@ struct Shared {
 struct Limits {
     max_frame: u64,
     max_message: u64,
-    policy: RatePolicy,
-    messages: Option<DirectLimiter>,
-    bytes: Option<(DirectLimiter, u32)>,
+    rates: Option<Rates>,
     /// Size of the client message in progress (across continuation frames).
     message_len: u64,
     /// The frames of the current message are being discarded (policy `drop`).
@@ -463,37 +443,13 @@ impl Pump {
         if l.dropping {
             return Ok(false);
         }
-        // Each limiter is asked once; under `throttle` a refused one is asked again after the
-        // wait it names, so a delayed message still pays for its cell.
-        let throttle = l.policy == RatePolicy::Throttle;
-        let mut throttled = false;
-        if first && let Some(m) = &l.messages {
-            while let Err(wait) = m.check().map_err(|nu| nu.wait_time_from(now())) {
-                if !throttle {
-                    return self.over_limit();
-                }
-                throttled = true;
-                tokio::time::sleep(wait).await;
-            }
-        }
-        if h.payload_len > 0
-            && let Some((b, burst)) = &l.bytes
-        {
-            // A frame larger than the burst pays for a whole burst (it can never fit at once).
-            let n = NonZeroU32::new(h.payload_len.min(*burst as u64) as u32).expect("nonzero");
-            loop {
-                let r = match b.check_n(n) {
-                    Ok(r) => r.map_err(|nu| nu.wait_time_from(now())),
-                    Err(_) => Err(Duration::from_secs(1)),
-                };
-                let Err(wait) = r else { break };
-                if !throttle {
-                    return self.over_limit();
-                }
-                throttled = true;
-                tokio::time::sleep(wait).await;
-            }
-        }
+        let throttled = match &l.rates {
+            None => false,
+            Some(r) => match r.admit(first, h.payload_len).await {
+                Verdict::Pass { throttled } => throttled,
+                Verdict::Over => return self.over_limit(),
+            },
+        };
         if throttled {
             self.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("rate limit reached: client throttled");
@@ -504,8 +460,8 @@ impl Pump {
     /// `close` and `drop` policies for a message over the rate.
     fn over_limit(&mut self) -> Result<bool, PumpEnd> {
         let l = self.limits.as_mut().expect("limits are set");
-        match l.policy {
-            RatePolicy::Drop => {
+        match l.rates.as_ref().map(|r| r.policy) {
+            Some(RatePolicy::Drop) => {
                 self.stats.rate_drops.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("rate limit exceeded: message dropped");
                 l.dropping = true;
@@ -752,9 +708,7 @@ pub async fn relay(
     let limits = Limits {
         max_frame: guard.max_frame,
         max_message: guard.max_message,
-        policy: guard.rate_policy,
-        messages: guard.messages.map(|r| limiter(r.per_sec, r.burst)),
-        bytes: guard.bytes.map(|r| (limiter(r.per_sec, r.burst), r.burst)),
+        rates: Rates::new(&guard),
         message_len: 0,
         dropping: false,
     };

@@ -1,0 +1,493 @@
+//! `route.rooms`: hosted Yjs rooms — where they persist, when they unload, who may join, and the
+//! y-websocket-server compatible HTTP callback. y-websocket-server's environment variables
+//! (`YPERSISTENCE`, `CALLBACK_*`) are honoured as defaults for what the file leaves out.
+
+use super::Env;
+use super::units::{ConfDuration, parse_duration};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `rooms = { … }` / `[route.rooms]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRooms {
+    /// `"memory"` or a redb file path. Default: `$YPERSISTENCE/rooms.redb`, else memory.
+    pub store: Option<String>,
+    pub flush_interval: Option<ConfDuration>,
+    pub unload_after: Option<ConfDuration>,
+    pub max_name: Option<usize>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub auth: Option<RawAuth>,
+    pub callback: Option<RawCallback>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `none`, `jwt` or `forward`.
+    pub mode: String,
+    // jwt
+    pub secret: Option<String>,
+    pub public_key: Option<PathBuf>,
+    pub algorithm: Option<String>,
+    pub query: Option<String>,
+    pub cookie: Option<String>,
+    // forward
+    pub url: Option<String>,
+    pub timeout: Option<ConfDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallback {
+    pub url: Option<String>,
+    pub debounce_wait: Option<ConfDuration>,
+    pub debounce_maxwait: Option<ConfDuration>,
+    pub timeout: Option<ConfDuration>,
+    /// `{ name = "Text" | "Map" | "Array" | "XmlFragment" | "XmlElement" }`.
+    pub objects: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Validated rooms settings of one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsConfig {
+    /// Longest accepted room name, in bytes after percent-decoding (default 256).
+    pub max_name: usize,
+    /// redb file the rooms persist to; None keeps them in memory only (said in the log).
+    pub store: Option<PathBuf>,
+    /// Group-commit interval: at most this much is lost on SIGKILL (default 500 ms).
+    pub flush_interval: Duration,
+    /// A room is unloaded (state persisted, memory freed) this long after its last connection
+    /// left (default 30 s).
+    pub unload_after: Duration,
+    /// Browser origins allowed to open a room socket; empty: any (non-browser clients send none).
+    pub allowed_origins: Vec<String>,
+    pub auth: RoomAuth,
+    pub callback: Option<Callback>,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            max_name: 256,
+            store: None,
+            flush_interval: Duration::from_millis(500),
+            unload_after: Duration::from_secs(30),
+            allowed_origins: Vec::new(),
+            auth: RoomAuth::None,
+            callback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAuth {
+    None,
+    Jwt(JwtAuth),
+    Forward(ForwardAuth),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtAuth {
+    pub key: JwtKey,
+    /// Query parameter holding the token (y-websocket's `params`; default `token`).
+    pub query: String,
+    /// Cookie holding the token, if any.
+    pub cookie: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 shared secret.
+    Secret(Vec<u8>),
+    /// PEM public key (RS256/RS384/RS512/PS*/ES256/ES384/EdDSA) read at load time.
+    Public { algorithm: String, pem: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// `http://host:port/path` asked with the upgrade request's headers (like `auth_request`).
+    pub url: http::Uri,
+    pub timeout: Duration,
+}
+
+/// y-websocket-server's document callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub url: http::Uri,
+    pub debounce_wait: Duration,
+    pub debounce_maxwait: Duration,
+    pub timeout: Duration,
+    /// Shared types to send, by name: (name, type) with type one of [`CALLBACK_TYPES`].
+    pub objects: Vec<(String, String)>,
+}
+
+pub const CALLBACK_TYPES: [&str; 5] = ["Text", "Map", "Array", "XmlFragment", "XmlElement"];
+const JWT_PUBLIC_ALGS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// A problem: (field below `route[i].rooms`, reason).
+type Bad = (String, String);
+
+pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> {
+    let mut bad: Vec<Bad> = Vec::new();
+    let mut c = RoomsConfig::default();
+    c.store = match raw.store.as_deref() {
+        Some("memory") => None,
+        Some("") => {
+            bad.push((
+                "store".into(),
+                "must be \"memory\" or the path of a redb file".into(),
+            ));
+            None
+        }
+        Some(path) => Some(PathBuf::from(path)),
+        None => env
+            .var("YPERSISTENCE")
+            .filter(|d| !d.is_empty())
+            .map(|d| PathBuf::from(d).join("rooms.redb")),
+    };
+    if let Some(d) = raw.flush_interval {
+        if d.0.is_zero() || d.0 > Duration::from_secs(60) {
+            bad.push((
+                "flush_interval".into(),
+                "must be between 1ms and 60s (it bounds what SIGKILL can lose)".into(),
+            ));
+        }
+        c.flush_interval = d.0;
+    }
+    if let Some(d) = raw.unload_after {
+        c.unload_after = d.0;
+    }
+    if let Some(n) = raw.max_name {
+        if n == 0 || n > 4096 {
+            bad.push(("max_name".into(), "must be between 1 and 4096 bytes".into()));
+        }
+        c.max_name = n;
+    }
+    if let Some(origins) = &raw.allowed_origins {
+        for (i, o) in origins.iter().enumerate() {
+            match normalise_origin(o) {
+                Ok(o) => c.allowed_origins.push(o),
+                Err(why) => bad.push((format!("allowed_origins[{i}]"), why)),
+            }
+        }
+    }
+    if let Some(a) = &raw.auth {
+        match auth(a) {
+            Ok(a) => c.auth = a,
+            Err(e) => bad.push(e),
+        }
+    }
+    match callback(raw.callback.as_ref(), env) {
+        Ok(cb) => c.callback = cb,
+        Err(e) => bad.extend(e),
+    }
+    if bad.is_empty() { Ok(c) } else { Err(bad) }
+}
+
+/// `https://App.example.com:443/` → `https://app.example.com:443`; `*` is not accepted (leave the
+/// list out instead).
+fn normalise_origin(o: &str) -> Result<String, String> {
+    let uri: http::Uri = o
+        .parse()
+        .map_err(|_| format!("{o:?} is not an origin such as \"https://app.example.com\""))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(a)) if matches!(uri.path(), "" | "/") => Ok(format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            a.as_str().to_ascii_lowercase()
+        )),
+        _ => Err(format!(
+            "{o:?} is not an origin such as \"https://app.example.com\" (scheme and host only)"
+        )),
+    }
+}
+
+fn http_url(field: &str, s: &str) -> Result<http::Uri, Bad> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| (field.to_string(), format!("{s:?} is not a URL: {e}")))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err((
+            field.to_string(),
+            format!("{s:?}: only http://host:port/path URLs are supported"),
+        ));
+    }
+    Ok(uri)
+}
+
+fn auth(a: &RawAuth) -> Result<RoomAuth, Bad> {
+    let only = |allowed: &[&str]| -> Result<(), Bad> {
+        let set = [
+            ("secret", a.secret.is_some()),
+            ("public_key", a.public_key.is_some()),
+            ("algorithm", a.algorithm.is_some()),
+            ("query", a.query.is_some()),
+            ("cookie", a.cookie.is_some()),
+            ("url", a.url.is_some()),
+            ("timeout", a.timeout.is_some()),
+        ];
+        match set.iter().find(|(k, on)| *on && !allowed.contains(k)) {
+            Some((k, _)) => Err((
+                format!("auth.{k}"),
+                format!("not used with mode = {:?}", a.mode),
+            )),
+            None => Ok(()),
+        }
+    };
+    match a.mode.as_str() {
+        "none" => {
+            only(&[])?;
+            Ok(RoomAuth::None)
+        }
+        "jwt" => {
+            only(&["secret", "public_key", "algorithm", "query", "cookie"])?;
+            let key = match (&a.secret, &a.public_key) {
+                (Some(s), None) => {
+                    if s.len() < 32 {
+                        return Err((
+                            "auth.secret".into(),
+                            "an HS256 secret needs at least 32 bytes".into(),
+                        ));
+                    }
+                    if a.algorithm.as_deref().is_some_and(|alg| alg != "HS256") {
+                        return Err((
+                            "auth.algorithm".into(),
+                            "a secret means HS256; use public_key for other algorithms".into(),
+                        ));
+                    }
+                    JwtKey::Secret(s.as_bytes().to_vec())
+                }
+                (None, Some(path)) => {
+                    let algorithm = a.algorithm.clone().unwrap_or_else(|| "RS256".into());
+                    if !JWT_PUBLIC_ALGS.contains(&algorithm.as_str()) {
+                        return Err((
+                            "auth.algorithm".into(),
+                            format!("{algorithm:?}: expected one of {JWT_PUBLIC_ALGS:?}"),
+                        ));
+                    }
+                    let pem = std::fs::read(path).map_err(|e| {
+                        (
+                            "auth.public_key".to_string(),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    crate::rooms::auth::check_public_key(&algorithm, &pem).map_err(|why| {
+                        (
+                            "auth.public_key".to_string(),
+                            format!("{}: {why}", path.display()),
+                        )
+                    })?;
+                    JwtKey::Public { algorithm, pem }
+                }
+                _ => {
+                    return Err((
+                        "auth".into(),
+                        "mode = \"jwt\" needs exactly one of secret (HS256) or public_key".into(),
+                    ));
+                }
+            };
+            let query = a.query.clone().unwrap_or_else(|| "token".into());
+            if query.is_empty() {
+                return Err(("auth.query".into(), "must not be empty".into()));
+            }
+            Ok(RoomAuth::Jwt(JwtAuth {
+                key,
+                query,
+                cookie: a.cookie.clone().filter(|c| !c.is_empty()),
+            }))
+        }
+        "forward" => {
+            only(&["url", "timeout"])?;
+            let url = a.url.as_deref().ok_or((
+                "auth.url".to_string(),
+                "mode = \"forward\" needs the URL of the auth endpoint".to_string(),
+            ))?;
+            Ok(RoomAuth::Forward(ForwardAuth {
+                url: http_url("auth.url", url)?,
+                timeout: a.timeout.map_or(Duration::from_secs(5), |d| d.0),
+            }))
+        }
+        other => Err((
+            "auth.mode".into(),
+            format!("{other:?}: expected \"none\", \"jwt\" or \"forward\""),
+        )),
+    }
+}
+
+/// The callback from TOML, with y-websocket-server's `CALLBACK_*` variables filling what the file
+/// leaves out (so a drop-in replacement keeps working with the same environment).
+fn callback(raw: Option<&RawCallback>, env: &dyn Env) -> Result<Option<Callback>, Vec<Bad>> {
+    let empty = RawCallback::default();
+    let raw = raw.unwrap_or(&empty);
+    let url = match (&raw.url, env.var("CALLBACK_URL").filter(|u| !u.is_empty())) {
+        (Some(u), _) => (u.clone(), "callback.url".to_string()),
+        (None, Some(u)) => (u, "env CALLBACK_URL".to_string()),
+        (None, None) => {
+            if raw.objects.is_some() || raw.debounce_wait.is_some() || raw.timeout.is_some() {
+                return Err(vec![(
+                    "callback.url".into(),
+                    "missing: the callback needs a URL (or CALLBACK_URL)".into(),
+                )]);
+            }
+            return Ok(None);
+        }
+    };
+    let mut bad = Vec::new();
+    let mut ms = |var: &str, set: Option<ConfDuration>, default: u64| -> Duration {
+        if let Some(d) = set {
+            return d.0;
+        }
+        match env.var(var) {
+            // y-websocket-server reads these as milliseconds.
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) => Duration::from_millis(n),
+                Err(_) => match parse_duration(&v) {
+                    Ok(d) => d,
+                    Err(why) => {
+                        bad.push((format!("env {var}"), why));
+                        Duration::ZERO
+                    }
+                },
+            },
+            None => Duration::from_millis(default),
+        }
+    };
+    let debounce_wait = ms("CALLBACK_DEBOUNCE_WAIT", raw.debounce_wait, 2000);
+    let debounce_maxwait = ms("CALLBACK_DEBOUNCE_MAXWAIT", raw.debounce_maxwait, 10000);
+    let timeout = ms("CALLBACK_TIMEOUT", raw.timeout, 5000);
+    let uri = match http_url(&url.1, &url.0) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            bad.push(e);
+            None
+        }
+    };
+    let objects: Vec<(String, String)> = match &raw.objects {
+        Some(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => match env.var("CALLBACK_OBJECTS") {
+            Some(json) => {
+                match serde_json::from_str::<std::collections::BTreeMap<String, String>>(&json) {
+                    Ok(m) => m.into_iter().collect(),
+                    Err(e) => {
+                        bad.push((
+                            "env CALLBACK_OBJECTS".into(),
+                            format!(
+                                "expected JSON such as {{\"prosemirror\":\"XmlFragment\"}}: {e}"
+                            ),
+                        ));
+                        Vec::new()
+                    }
+                }
+            }
+            None => Vec::new(),
+        },
+    };
+    for (name, t) in &objects {
+        if !CALLBACK_TYPES.contains(&t.as_str()) {
+            bad.push((
+                format!("callback.objects.{name}"),
+                format!("{t:?}: expected one of {CALLBACK_TYPES:?}"),
+            ));
+        }
+    }
+    if timeout.is_zero() {
+        bad.push(("callback.timeout".into(), "must be above 0".into()));
+    }
+    if debounce_maxwait < debounce_wait {
+        bad.push((
+            "callback.debounce_maxwait".into(),
+            "must be at least debounce_wait".into(),
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(bad);
+    }
+    Ok(uri.map(|url| Callback {
+        url,
+        debounce_wait,
+        debounce_maxwait,
+        timeout,
+        objects,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn raw(toml_text: &str) -> RawRooms {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn store_defaults_to_ypersistence_then_memory() {
+        let none: HashMap<&str, &str> = HashMap::new();
+        assert_eq!(validate(&raw(""), &none).unwrap().store, None);
+        let env: HashMap<&str, &str> = [("YPERSISTENCE", "/var/lib/y")].into();
+        assert_eq!(
+            validate(&raw(""), &env).unwrap().store,
+            Some(PathBuf::from("/var/lib/y/rooms.redb"))
+        );
+        assert_eq!(
+            validate(&raw("store = \"memory\""), &env).unwrap().store,
+            None,
+            "the file wins over the environment"
+        );
+    }
+
+    #[test]
+    fn callback_from_environment_like_y_websocket_server() {
+        let env: HashMap<&str, &str> = [
+            ("CALLBACK_URL", "http://127.0.0.1:5000/cb"),
+            ("CALLBACK_DEBOUNCE_WAIT", "100"),
+            ("CALLBACK_OBJECTS", "{\"t\":\"Text\",\"m\":\"Map\"}"),
+        ]
+        .into();
+        let c = validate(&raw(""), &env).unwrap().callback.unwrap();
+        assert_eq!(c.url, "http://127.0.0.1:5000/cb");
+        assert_eq!(c.debounce_wait, Duration::from_millis(100));
+        assert_eq!(c.debounce_maxwait, Duration::from_millis(10000));
+        assert_eq!(c.timeout, Duration::from_millis(5000));
+        assert_eq!(
+            c.objects,
+            vec![("m".into(), "Map".into()), ("t".into(), "Text".into())]
+        );
+        let bad: HashMap<&str, &str> = [
+            ("CALLBACK_URL", "http://127.0.0.1:5000/cb"),
+            ("CALLBACK_OBJECTS", "{\"t\":\"Txt\"}"),
+        ]
+        .into();
+        let e = validate(&raw(""), &bad).unwrap_err();
+        assert_eq!(e[0].0, "callback.objects.t");
+    }
+
+    #[test]
+    fn auth_modes_are_checked() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        let short = validate(&raw("auth = { mode = \"jwt\", secret = \"x\" }"), &env).unwrap_err();
+        assert_eq!(short[0].0, "auth.secret");
+        let both = validate(
+            &raw("auth = { mode = \"forward\", url = \"http://a:1/\", secret = \"x\" }"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(both[0].0, "auth.secret");
+        assert!(both[0].1.contains("not used"));
+        let mode = validate(&raw("auth = { mode = \"basic\" }"), &env).unwrap_err();
+        assert_eq!(mode[0].0, "auth.mode");
+        let origins = validate(&raw("allowed_origins = [\"app.example.com\"]"), &env).unwrap_err();
+        assert_eq!(origins[0].0, "allowed_origins[0]");
+        let ok = validate(
+            &raw("allowed_origins = [\"https://App.Example.com/\"]\nauth = { mode = \"forward\", url = \"http://127.0.0.1:9/auth\" }"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(ok.allowed_origins, vec!["https://app.example.com"]);
+        assert!(matches!(ok.auth, RoomAuth::Forward(_)));
+    }
+}
