@@ -2,12 +2,11 @@
 //! refuses a bad config; a large body streams through without being buffered (peak RSS).
 
 mod common;
+use common::process::*;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsedge");
+use std::process::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
 fn version() {
@@ -99,89 +98,6 @@ fn check_lists_every_problem_with_field_and_line() {
         String::from_utf8_lossy(&out.stderr)
             .contains("cannot read config /nonexistent/wsedge.toml")
     );
-}
-
-/// The real binary running in the background; its stderr lines are collected.
-struct Child {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Child {
-    /// Wait (bounded) until a log line contains every one of `parts`.
-    fn wait_line(&self, parts: &[&str]) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::time::Instant::now() < deadline {
-            if let Some(l) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return l.clone();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!(
-            "no log line with {parts:?} in:\n{}",
-            self.lines.lock().unwrap().join("\n")
-        );
-    }
-}
-
-/// Start the real binary; CERTDIR in `config` is replaced by a fresh directory.
-fn spawn_wsedge(config: &str) -> Child {
-    spawn_wsedge_with(config, |_| {})
-}
-
-/// Like `spawn_wsedge`, with `prepare(certdir)` run before the process starts.
-fn spawn_wsedge_with(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Child {
-    let dir = tempfile::tempdir().unwrap();
-    prepare(&dir.path().join("certs"));
-    let path = dir.path().join("wsedge.toml");
-    std::fs::write(
-        &path,
-        config.replace("CERTDIR", &dir.path().join("certs").display().to_string()),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .env_remove("HTTP_PORT")
-        .env_remove("HTTPS_PORT")
-        .env_remove("CERTDIR")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let mut c = Child {
-        child,
-        addr: "0.0.0.0:0".parse().unwrap(),
-        lines,
-        _dir: dir,
-    };
-    let l = c.wait_line(&["listening", "http="]);
-    c.addr = l
-        .split("http=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    c
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -330,7 +246,7 @@ async fn access_log_lines_and_sigterm() {
 fn sighup_rescans_certificates() {
     let config = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\ncert_watch = false\ncert_rescan = 0\n";
     let mut child = spawn_wsedge(config);
-    let certdir = child._dir.path().join("certs");
+    let certdir = child.dir.path().join("certs");
     let ca = wsedge::tls::devcerts::DevCa::new().unwrap();
     ca.write_certbot(&certdir, "hup.test", &["hup.test"], 1)
         .unwrap();

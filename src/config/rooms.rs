@@ -16,6 +16,7 @@ pub struct RawRooms {
     pub store: Option<String>,
     pub flush_interval: Option<ConfDuration>,
     pub unload_after: Option<ConfDuration>,
+    pub awareness_timeout: Option<ConfDuration>,
     pub max_name: Option<usize>,
     pub allowed_origins: Option<Vec<String>>,
     pub auth: Option<RawAuth>,
@@ -61,6 +62,8 @@ pub struct RoomsConfig {
     /// A room is unloaded (state persisted, memory freed) this long after its last connection
     /// left (default 30 s).
     pub unload_after: Duration,
+    /// Awareness states not renewed for this long expire (default 30 s, as in y-websocket).
+    pub awareness_timeout: Duration,
     /// Browser origins allowed to open a room socket; empty: any (non-browser clients send none).
     pub allowed_origins: Vec<String>,
     pub auth: RoomAuth,
@@ -74,6 +77,7 @@ impl Default for RoomsConfig {
             store: None,
             flush_interval: Duration::from_millis(500),
             unload_after: Duration::from_secs(30),
+            awareness_timeout: Duration::from_secs(30),
             allowed_origins: Vec::new(),
             auth: RoomAuth::None,
             callback: None,
@@ -160,6 +164,15 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
     }
     if let Some(d) = raw.unload_after {
         c.unload_after = d.0;
+    }
+    if let Some(d) = raw.awareness_timeout {
+        if d.0 < Duration::from_millis(100) {
+            bad.push((
+                "awareness_timeout".into(),
+                "must be at least 100ms (clients renew every 15 s)".into(),
+            ));
+        }
+        c.awareness_timeout = d.0;
     }
     if let Some(n) = raw.max_name {
         if n == 0 || n > 4096 {

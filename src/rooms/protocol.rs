@@ -179,6 +179,14 @@ impl Room {
                 out.push(Out::Persist(bytes));
             }
             Message::Awareness(update) => {
+                // Other clients JSON.parse every state: one that does not parse would break them.
+                for (id, entry) in &update.clients {
+                    if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
+                        return Err(ProtocolError::InvalidAwareness(format!(
+                            "state of client {id} is not JSON"
+                        )));
+                    }
+                }
                 for (id, entry) in &update.clients {
                     if &*entry.json == "null" {
                         conn.clients.remove(&id.get());

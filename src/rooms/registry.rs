@@ -18,9 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Frames a room fans out; a subscriber this far behind is closed (1013) instead of buffering.
 pub const FANOUT_CAPACITY: usize = 1024;
-/// Awareness states not renewed for this long expire (y-websocket's `outdatedTimeout`).
-pub const AWARENESS_TIMEOUT_MS: u64 = 30_000;
-/// How often stale awareness states are looked for.
+/// How often stale awareness states are looked for (at most; more often for short timeouts).
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 
 pub struct RoomHandle {
@@ -214,7 +212,8 @@ impl Registry {
     pub async fn maintain(self: Arc<Self>) {
         let mut flush = tokio::time::interval(self.config.flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sweep = tokio::time::interval(AWARENESS_SWEEP);
+        let mut sweep =
+            tokio::time::interval(AWARENESS_SWEEP.min(self.config.awareness_timeout / 4));
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -233,7 +232,8 @@ impl Registry {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for h in rooms {
-            let removal = h.lock().expire_awareness(now, AWARENESS_TIMEOUT_MS);
+            let timeout = self.config.awareness_timeout.as_millis() as u64;
+            let removal = h.lock().expire_awareness(now, timeout);
             if let Some(frame) = removal {
                 tracing::debug!(room = %h.name, "expired awareness states");
                 let _ = h.fanout.send(Bytes::from(frame));

@@ -2,8 +2,10 @@
 //! HTTP, tokio-tungstenite for WebSocket) and real clients. No fixed ports; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod raw;
 pub mod upstream;
+pub mod yclient;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
