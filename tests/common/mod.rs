@@ -125,6 +125,21 @@ pub async fn ws_connect(
     ),
     tokio_tungstenite::tungstenite::Error,
 > {
+    ws_connect_addr(edge.http, path, headers).await
+}
+
+/// [`ws_connect`] to any address (e.g. a `wsedge` child process).
+pub async fn ws_connect_addr(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<TcpStream>,
+        http::Response<Option<Vec<u8>>>,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://a.test{path}").into_client_request().unwrap();
     for (k, v) in headers {
@@ -133,7 +148,7 @@ pub async fn ws_connect(
             v.parse().unwrap(),
         );
     }
-    let tcp = TcpStream::connect(edge.http).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
         .await
         .expect("handshake in time")

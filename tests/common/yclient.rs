@@ -33,7 +33,16 @@ impl YClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<YClient, tokio_tungstenite::tungstenite::Error> {
-        let (ws, _) = super::ws_connect(edge, path, headers).await?;
+        Self::connect_addr(edge.http, path, headers).await
+    }
+
+    /// Connect to `path` at `addr` (e.g. a `wsedge` child process).
+    pub async fn connect_addr(
+        addr: std::net::SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<YClient, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = super::ws_connect_addr(addr, path, headers).await?;
         let mut c = YClient {
             ws,
             doc: Doc::new(),
