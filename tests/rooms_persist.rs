@@ -29,7 +29,9 @@ async fn sigterm_flushes_every_acknowledged_update_to_ypersistence() {
     let cfg = config("flush_interval = \"60s\"");
     let env = [("YPERSISTENCE", dir.as_str())];
     let mut child = spawn_wsedge_env(&cfg, |_| {}, &env);
-    let mut w = YClient::connect_addr(child.addr, "/wss/r", &[]).await.unwrap();
+    let mut w = YClient::connect_addr(child.addr, "/wss/r", &[])
+        .await
+        .unwrap();
     let mut expected = String::new();
     for i in 0..200 {
         let part = format!("{i},");
@@ -55,7 +57,9 @@ async fn sigkill_loses_at_most_the_last_flush_interval_and_the_store_stays_reada
         store.display()
     ));
     let mut child = spawn_wsedge(&cfg);
-    let mut w = YClient::connect_addr(child.addr, "/wss/r", &[]).await.unwrap();
+    let mut w = YClient::connect_addr(child.addr, "/wss/r", &[])
+        .await
+        .unwrap();
     // Phase 1: acknowledged, then more than a flush interval passes: all of it survives.
     let mut sent = String::new();
     for i in 0..100 {
@@ -84,7 +88,9 @@ async fn sigkill_loses_at_most_the_last_flush_interval_and_the_store_stays_reada
     drop(w);
 
     let child = spawn_wsedge(&cfg);
-    let mut c = YClient::connect_addr(child.addr, "/wss/r", &[]).await.unwrap();
+    let mut c = YClient::connect_addr(child.addr, "/wss/r", &[])
+        .await
+        .unwrap();
     c.until(|c| !c.text().is_empty()).await;
     c.drain(200).await;
     let got = c.text();

@@ -129,3 +129,118 @@ async fn room_state_survives_a_restart_with_a_redb_store() {
         .unwrap();
     assert_eq!(other, "");
 }
+
+/// Run `scenarios.mjs` with `args`; its JSON line.
+async fn scenario(args: Vec<String>) -> serde_json::Value {
+    let dir = ensure_node_modules();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("scenarios.mjs"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_providers_making_fifty_edits_each_converge() {
+    let edge = Edge::start(
+        "",
+        "[[route]]\npath = \"/wss\"\nrooms = { store = \"memory\" }\nplain_http = true\n",
+    )
+    .await;
+    let url = format!("ws://{}/wss", edge.http);
+    let r = scenario(vec![
+        "many".into(),
+        url,
+        "crowd".into(),
+        "20".into(),
+        "50".into(),
+    ])
+    .await;
+    assert_eq!(r["mapSize"], 1000, "{r}");
+    assert_eq!(
+        r["textLen"], r["expectedLen"],
+        "every text insert arrived: {r}"
+    );
+    assert_eq!(r["sameCharacters"], true, "{r}");
+    assert_eq!(r["allEqual"], true, "{r}");
+    assert_eq!(r["lateEqual"], true, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_and_refused_tokens_with_the_real_provider() {
+    use common::hooks::{SECRET, exp, jwt};
+    let edge = Edge::start(
+        "",
+        &format!("[[route]]\npath = \"/wss\"\nplain_http = true\n[route.rooms]\nstore = \"memory\"\nauth = {{ mode = \"jwt\", secret = \"{SECRET}\" }}\n"),
+    )
+    .await;
+    let url = format!("ws://{}/wss", edge.http);
+    let rw = jwt(
+        serde_json::json!({"exp": exp(600), "rooms": ["doc"]}),
+        SECRET,
+    );
+    let ro = jwt(
+        serde_json::json!({"exp": exp(600), "rooms": ["doc"], "access": "ro"}),
+        SECRET,
+    );
+    let bad = jwt(
+        serde_json::json!({"exp": exp(600), "rooms": ["other"]}),
+        SECRET,
+    );
+    let r = scenario(vec!["auth".into(), url, "doc".into(), rw, ro, bad]).await;
+    assert_eq!(r["readOnlyReceives"], true, "{r}");
+    assert_eq!(r["readOnlyDenied"], true, "{r}");
+    assert_eq!(
+        r["writerText"], "from rw",
+        "the read-only edit never arrived: {r}"
+    );
+    assert_eq!(
+        r["lateText"], "from rw",
+        "nor was it applied on the server: {r}"
+    );
+    assert!(
+        r["badTokenError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("403"),
+        "{r}"
+    );
+    assert_eq!(r["badTokenSynced"], false, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_fires_with_y_websocket_server_json() {
+    let (cb, mut posts) = common::hooks::http_endpoint(|_| (200, None)).await;
+    let edge = Edge::start(
+        "",
+        &format!("[[route]]\npath = \"/wss\"\nplain_http = true\n[route.rooms]\nstore = \"memory\"\ncallback = {{ url = \"http://{cb}/hook\", debounce_wait = \"100ms\", objects = {{ t = \"Text\", m = \"Map\" }} }}\n"),
+    )
+    .await;
+    let url = format!("ws://{}/wss", edge.http);
+    let r = scenario(vec!["edit".into(), url, "cb".into(), "hello".into()]).await;
+    assert_eq!(r["done"], true);
+    let (_, body) = tokio::time::timeout(WAIT, posts.recv())
+        .await
+        .expect("callback in time")
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"room": "cb", "data": {
+            "t": {"type": "Text", "content": "hello"},
+            "m": {"type": "Map", "content": {"k": "v"}}
+        }})
+    );
+}

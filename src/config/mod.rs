@@ -109,7 +109,7 @@ pub struct RouteConfig {
 pub enum RouteAction {
     Upstream(Upstream),
     /// Hosted Yjs rooms (y-websocket protocol) under this path prefix.
-    Rooms(RoomsConfig),
+    Rooms(Box<RoomsConfig>),
 }
 
 /// An HTTP/1.1 upstream, `http://host:port[/base]` (`ws://` is accepted as a synonym).
@@ -482,7 +482,7 @@ impl Validator<'_> {
             1 => {
                 if let Some(rooms) = &r.rooms {
                     match rooms::validate(rooms.get_ref(), env) {
-                        Ok(c) => Some(RouteAction::Rooms(c)),
+                        Ok(c) => Some(RouteAction::Rooms(Box::new(c))),
                         Err(problems) => {
                             for (field, why) in problems {
                                 let field = if field.starts_with("env ") {

@@ -137,8 +137,7 @@ type Bad = (String, String);
 
 pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> {
     let mut bad: Vec<Bad> = Vec::new();
-    let mut c = RoomsConfig::default();
-    c.store = match raw.store.as_deref() {
+    let store = match raw.store.as_deref() {
         Some("memory") => None,
         Some("") => {
             bad.push((
@@ -152,6 +151,10 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
             .var("YPERSISTENCE")
             .filter(|d| !d.is_empty())
             .map(|d| PathBuf::from(d).join("rooms.redb")),
+    };
+    let mut c = RoomsConfig {
+        store,
+        ..RoomsConfig::default()
     };
     if let Some(d) = raw.flush_interval {
         if d.0.is_zero() || d.0 > Duration::from_secs(60) {

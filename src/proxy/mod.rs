@@ -108,7 +108,7 @@ impl Proxy {
                         Some(Err(e)) => return Err(e),
                     };
                     RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::new(
-                        c.clone(),
+                        (**c).clone(),
                         store,
                         shutdown.clone(),
                     )))

@@ -708,7 +708,7 @@ pub async fn relay(
     let limits = Limits {
         max_frame: guard.max_frame,
         max_message: guard.max_message,
-        rates: Rates::new(&guard),
+        rates: Rates::new(guard),
         message_len: 0,
         dropping: false,
     };

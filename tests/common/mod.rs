@@ -2,6 +2,7 @@
 //! HTTP, tokio-tungstenite for WebSocket) and real clients. No fixed ports; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod hooks;
 pub mod process;
 pub mod raw;
 pub mod upstream;
