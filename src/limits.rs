@@ -116,7 +116,7 @@ pub struct Admission {
     route_new: Vec<Option<Keyed>>,
     route_concurrent: Vec<Option<u32>>,
     counts: Arc<Mutex<Counts>>,
-    pub stats: AdmissionStats,
+    pub stats: Arc<AdmissionStats>,
 }
 
 /// Held for the life of an admitted WebSocket; releases its counts when dropped.
@@ -155,7 +155,17 @@ impl Admission {
             route_new,
             route_concurrent,
             counts: Arc::new(Mutex::new(Counts::default())),
-            stats: AdmissionStats::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The admission of a reloaded `config`: new limits and fresh rate limiters, but the same
+    /// open-connection counts and counters (per-route counts follow route indexes).
+    pub fn reconfigure(&self, config: &Config) -> Admission {
+        Admission {
+            counts: self.counts.clone(),
+            stats: self.stats.clone(),
+            ..Admission::new(config)
         }
     }
 

@@ -13,6 +13,8 @@ pub mod routes;
 pub mod websocket;
 
 use crate::config::{Config, RouteAction, RouteConfig, Upstream};
+use crate::rooms::store::RedbStore;
+use arc_swap::ArcSwap;
 use ::http::{HeaderMap, Request, Response, Version, header};
 use body::ProxyBody;
 use error::ProxyError;
@@ -47,35 +49,59 @@ pub enum RouteTarget {
     Rooms(Arc<crate::rooms::registry::Registry>),
 }
 
-pub struct Proxy {
-    routes: RouteTable<RouteTarget>,
+/// A route's target and the token that closes its WebSockets (cancelled by shutdown, or after a
+/// grace period when a reload removes the route). Kept across reloads for an unchanged
+/// `host` + `path`.
+pub struct Target {
+    pub kind: RouteTarget,
+    pub closing: CancellationToken,
+}
+
+/// Identity of a route across reloads.
+fn route_key(r: &RouteConfig) -> (Option<crate::config::HostPattern>, String) {
+    (r.host.clone(), r.path.clone())
+}
+
+/// Everything a config reload replaces; requests load it once and keep it to their end.
+pub struct State {
+    routes: RouteTable<Target>,
     access_log: bool,
     /// Where ACME HTTP-01 challenge files are (plain-HTTP listener only).
     acme_webroot: Option<std::path::PathBuf>,
-    /// Port the http -> https redirects point at (the bound TLS listener's).
-    https_port: u16,
-    /// Cancelled on SIGTERM: open WebSockets get close 1001.
-    pub shutdown: CancellationToken,
-    /// Tracks detached WebSocket relays so shutdown can wait for them.
-    pub tracker: TaskTracker,
     /// Connection-level limits (`[limits]`), read by the listeners.
     pub limits: crate::config::Limits,
     /// WebSocket admission (per-IP and total caps, handshake rates).
     pub admission: crate::limits::Admission,
-    /// Guard events of every relay, for metrics.
-    pub guard_stats: Arc<crate::ws::relay::GuardStats>,
+    /// How long a route removed by a reload keeps its WebSockets.
+    grace: Duration,
 }
 
-impl Proxy {
-    pub fn new(
+impl State {
+    /// Build from `config`, reusing from `previous` the close tokens of unchanged routes and the
+    /// rooms (registries) of rooms routes whose store is unchanged.
+    fn build(
         config: &Config,
-        https_port: u16,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Result<Proxy, crate::rooms::store::StoreError> {
-        let mut stores = std::collections::HashMap::new();
-        let routes = config.routes.iter().map(|r| {
-            let target = match &r.action {
+        previous: Option<&State>,
+        shutdown: &CancellationToken,
+    ) -> Result<State, crate::rooms::store::StoreError> {
+        let mut stores: std::collections::HashMap<std::path::PathBuf, Arc<RedbStore>> =
+            std::collections::HashMap::new();
+        let mut old = std::collections::HashMap::new();
+        if let Some(prev) = previous {
+            for (r, t) in prev.routes.entries() {
+                if let RouteTarget::Rooms(reg) = &t.kind
+                    && let (Some(path), Some(store)) = (&reg.config().store, &reg.store)
+                {
+                    stores.insert(path.clone(), store.clone());
+                }
+                old.insert(route_key(r), t.clone());
+            }
+        }
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let before = old.get(&route_key(r));
+            let closing = before.map_or_else(|| shutdown.child_token(), |t| t.closing.clone());
+            let kind = match &r.action {
                 RouteAction::Upstream(up) => {
                     let mut conn = HttpConnector::new();
                     conn.set_connect_timeout(Some(r.connect_timeout));
@@ -91,54 +117,142 @@ impl Proxy {
                     }))
                 }
                 RouteAction::Rooms(c) => {
-                    let store = c.store.as_ref().map(|path| {
-                        stores
-                            .entry(path.clone())
-                            .or_insert_with(|| {
-                                crate::rooms::store::RedbStore::open(path).map(Arc::new)
-                            })
-                            .clone()
+                    let same = before.and_then(|t| match &t.kind {
+                        RouteTarget::Rooms(reg) if reg.config().store == c.store => Some(reg),
+                        _ => None,
                     });
-                    let store = match store {
-                        None => {
-                            tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
-                            None
+                    match same {
+                        Some(reg) => {
+                            // Live rooms stay; new settings apply to new connections.
+                            reg.set_config((**c).clone());
+                            RouteTarget::Rooms(reg.clone())
                         }
-                        Some(Ok(s)) => Some(s),
-                        Some(Err(e)) => return Err(e),
-                    };
-                    RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::new(
-                        (**c).clone(),
-                        store,
-                        shutdown.clone(),
-                    )))
+                        None => {
+                            let store = match &c.store {
+                                None => {
+                                    tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
+                                    None
+                                }
+                                Some(path) => Some(match stores.get(path) {
+                                    Some(s) => s.clone(),
+                                    None => {
+                                        let s = Arc::new(RedbStore::open(path)?);
+                                        stores.insert(path.clone(), s.clone());
+                                        s
+                                    }
+                                }),
+                            };
+                            RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::new(
+                                (**c).clone(),
+                                store,
+                                shutdown.clone(),
+                            )))
+                        }
+                    }
                 }
             };
-            Ok((r.clone(), target))
-        });
-        let routes = routes.collect::<Result<Vec<_>, crate::rooms::store::StoreError>>()?;
-        Ok(Proxy {
+            routes.push((r.clone(), Target { kind, closing }));
+        }
+        Ok(State {
             routes: RouteTable::new(routes),
             access_log: config.server.access_log,
             acme_webroot: config.server.acme_webroot.clone(),
+            limits: config.limits.clone(),
+            admission: match previous {
+                // Open-connection counts carry over; limiters start fresh.
+                Some(p) => p.admission.reconfigure(config),
+                None => crate::limits::Admission::new(config),
+            },
+            grace: config.server.shutdown_grace,
+        })
+    }
+
+    /// The room registries of every rooms route.
+    pub fn registries(&self) -> impl Iterator<Item = &Arc<crate::rooms::registry::Registry>> {
+        self.routes.targets().filter_map(|t| match &t.kind {
+            RouteTarget::Rooms(r) => Some(r),
+            RouteTarget::Upstream(_) => None,
+        })
+    }
+}
+
+pub struct Proxy {
+    state: ArcSwap<State>,
+    /// Port the http -> https redirects point at (the bound TLS listener's).
+    https_port: u16,
+    /// Cancelled on SIGTERM: open WebSockets get close 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks detached WebSocket relays so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Guard events of every relay, for metrics.
+    pub guard_stats: Arc<crate::ws::relay::GuardStats>,
+}
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        https_port: u16,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Proxy, crate::rooms::store::StoreError> {
+        let state = State::build(config, None, &shutdown)?;
+        Ok(Proxy {
+            state: ArcSwap::from_pointee(state),
             https_port,
             shutdown,
             tracker,
-            admission: crate::limits::Admission::new(config),
-            limits: config.limits.clone(),
             guard_stats: Arc::default(),
         })
     }
 
+    /// The current configuration's state.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// Apply a new (validated) config: new connections see the new routes, upstreams, limits,
+    /// auth and room settings; open connections keep what they started with. Routes that are
+    /// gone close their WebSockets (1001) after `shutdown_grace`. Registries that are new get
+    /// their maintenance task.
+    pub fn reload(&self, config: &Config) -> Result<(), crate::rooms::store::StoreError> {
+        let old = self.state.load_full();
+        let new = State::build(config, Some(&old), &self.shutdown)?;
+        let kept: std::collections::HashSet<*const crate::rooms::registry::Registry> =
+            old.registries().map(Arc::as_ptr).collect();
+        for reg in new.registries() {
+            if !kept.contains(&Arc::as_ptr(reg)) {
+                self.tracker.spawn(reg.clone().maintain());
+            }
+        }
+        let still: std::collections::HashSet<_> =
+            new.routes.entries().map(|(r, _)| route_key(r)).collect();
+        for (r, t) in old.routes.entries() {
+            if !still.contains(&route_key(r)) {
+                let (closing, grace, path) = (t.closing.clone(), new.grace, r.path.clone());
+                tracing::info!(path = %path, grace = ?grace, "route removed: its WebSockets close after the grace period");
+                let shutdown = self.shutdown.clone();
+                self.tracker.spawn(async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(grace) => closing.cancel(),
+                    }
+                });
+            }
+        }
+        self.state.store(Arc::new(new));
+        Ok(())
+    }
+
     /// Admit one WebSocket of `route` (limits keyed by the client IP, trusted proxies honoured).
     fn admit(
-        &self,
+        state: &State,
         route: &RouteConfig,
         conn: ConnInfo,
         headers: &HeaderMap,
     ) -> Result<crate::limits::Permit, ProxyError> {
-        let client_ip = self.admission.client_ip(conn.peer.ip(), headers);
-        self.admission
+        let client_ip = state.admission.client_ip(conn.peer.ip(), headers);
+        state
+            .admission
             .admit(route.index, client_ip)
             .map_err(|r| match r {
                 crate::limits::Refusal::TooMany { what, retry_after } => {
@@ -149,11 +263,8 @@ impl Proxy {
     }
 
     /// The room registries of every rooms route.
-    pub fn registries(&self) -> impl Iterator<Item = &Arc<crate::rooms::registry::Registry>> {
-        self.routes.targets().filter_map(|t| match t {
-            RouteTarget::Rooms(r) => Some(r),
-            RouteTarget::Upstream(_) => None,
-        })
+    pub fn registries(&self) -> Vec<Arc<crate::rooms::registry::Registry>> {
+        self.state().registries().cloned().collect()
     }
 
     /// Commit every room store's queued updates (each registry does this periodically;
@@ -166,7 +277,7 @@ impl Proxy {
 
     /// Hosted rooms currently loaded, all routes together.
     pub fn open_rooms(&self) -> usize {
-        self.registries().map(|r| r.len()).sum()
+        self.registries().iter().map(|r| r.len()).sum()
     }
 
     /// hyper's service entry point; never fails (errors become responses).
@@ -178,8 +289,9 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
         let started = Instant::now();
         let version = req.version();
+        let state = self.state();
         let mut log = AccessLog {
-            enabled: self.access_log,
+            enabled: state.access_log,
             peer: conn.peer,
             method: req.method().to_string(),
             host: request_host(&req).unwrap_or_default(),
@@ -193,7 +305,7 @@ impl Proxy {
                 "both Content-Length and Transfer-Encoding",
             ))
         } else {
-            self.route_request(req, conn, &mut log).await
+            self.route_request(&state, req, conn, &mut log).await
         };
         let mut resp = match result {
             Ok(resp) => resp,
@@ -222,18 +334,19 @@ impl Proxy {
 
     async fn route_request(
         &self,
+        state: &State,
         req: Request<Incoming>,
         conn: ConnInfo,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_framing(req.headers())?;
         let host = request_host(&req);
-        let found = self.routes.find(host.as_deref(), req.uri().path());
+        let found = state.routes.find(host.as_deref(), req.uri().path());
         if !conn.tls {
             // Plain HTTP: ACME challenges, `plain_http` routes, and a redirect for the rest.
             if req.uri().path().starts_with(plain::ACME_PREFIX) {
                 return plain::acme_challenge(
-                    self.acme_webroot.as_deref(),
+                    state.acme_webroot.as_deref(),
                     req.method(),
                     req.uri().path(),
                 )
@@ -246,15 +359,35 @@ impl Proxy {
         let (route, target) = found.ok_or(ProxyError::NoRoute)?;
         let upgrade =
             headers::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11;
-        match &**target {
-            RouteTarget::Upstream(state) if upgrade => {
-                websocket::forward(self, req, route, state, conn, log.clone()).await
-            }
-            RouteTarget::Upstream(state) => http::forward(route, state, req, conn).await,
-            RouteTarget::Rooms(registry) => {
-                rooms_upgrade(self, req, upgrade, route, registry, conn, log.clone()).await
-            }
+        let ctx = Ctx {
+            proxy: self,
+            state,
+            route,
+            closing: &target.closing,
+            conn,
+        };
+        match &target.kind {
+            RouteTarget::Upstream(up) if upgrade => websocket::forward(&ctx, req, up, log.clone()).await,
+            RouteTarget::Upstream(up) => http::forward(route, up, req, conn).await,
+            RouteTarget::Rooms(registry) => rooms_upgrade(&ctx, req, upgrade, registry, log.clone()).await,
         }
+    }
+}
+
+/// What a WebSocket handler needs about the request it serves.
+pub struct Ctx<'a> {
+    pub proxy: &'a Proxy,
+    pub state: &'a State,
+    pub route: &'a RouteConfig,
+    /// Closes the route's WebSockets (shutdown, or the route removed by a reload).
+    pub closing: &'a CancellationToken,
+    pub conn: ConnInfo,
+}
+
+impl Ctx<'_> {
+    /// Admit one WebSocket (limits keyed by the client IP, trusted proxies honoured).
+    pub fn admit(&self, headers: &HeaderMap) -> Result<crate::limits::Permit, ProxyError> {
+        Proxy::admit(self.state, self.route, self.conn, headers)
     }
 }
 
@@ -382,14 +515,13 @@ impl AccessLog {
 /// answer the 101 ourselves and serve the room in a tracked task. Anything but a WebSocket
 /// upgrade gets 426; refusals (401/403) happen before the upgrade and are logged.
 async fn rooms_upgrade(
-    proxy: &Proxy,
+    ctx: &Ctx<'_>,
     mut req: Request<Incoming>,
     upgrade: bool,
-    route: &RouteConfig,
     registry: &Arc<crate::rooms::registry::Registry>,
-    conn: ConnInfo,
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let (proxy, route) = (ctx.proxy, ctx.route);
     use crate::config::rooms::RoomAuth;
     use crate::rooms::auth;
     use http_body_util::{BodyExt, Full};
@@ -421,10 +553,13 @@ async fn rooms_upgrade(
     {
         return Err(ProxyError::BadRequest("Sec-WebSocket-Version must be 13"));
     }
-    let rooms = &registry.config;
+    let rooms = registry.config();
     let name = crate::rooms::socket::room_name(&route.path, req.uri().path(), rooms.max_name)
         .ok_or(ProxyError::BadRequest("invalid room name"))?;
-    let client_ip = proxy.admission.client_ip(conn.peer.ip(), req.headers());
+    let client_ip = ctx
+        .state
+        .admission
+        .client_ip(ctx.conn.peer.ip(), req.headers());
     let access = match auth::check_origin(&rooms.allowed_origins, req.headers()) {
         Err(d) => Err(d),
         Ok(()) => match &rooms.auth {
@@ -447,7 +582,7 @@ async fn rooms_upgrade(
         tracing::info!(client = %client_ip, room = %name, status = d.status().as_u16(), reason = %d, "room access refused");
         ProxyError::Access(d)
     })?;
-    let permit = proxy.admit(route, conn, req.headers())?;
+    let permit = ctx.admit(req.headers())?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let room = registry.join(&name).await;
     let session = crate::rooms::socket::Session {
@@ -456,7 +591,7 @@ async fn rooms_upgrade(
         access,
         guard: route.guard.clone(),
         stats: proxy.guard_stats.clone(),
-        shutdown: proxy.shutdown.clone(),
+        shutdown: ctx.closing.clone(),
     };
     proxy.tracker.spawn(Box::pin(async move {
         let Ok(upgraded) = on_upgrade.await else {

@@ -56,6 +56,13 @@ impl<T> RouteTable<T> {
         t
     }
 
+    /// Every route with its payload.
+    pub fn entries(&self) -> impl Iterator<Item = (&RouteConfig, &Arc<T>)> {
+        [&self.exact, &self.wildcard, &self.any]
+            .into_iter()
+            .flat_map(|c| c.iter().map(|(r, t)| (r, t)))
+    }
+
     /// Every route's payload.
     pub fn targets(&self) -> impl Iterator<Item = &T> {
         [&self.exact, &self.wildcard, &self.any]

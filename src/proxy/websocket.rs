@@ -6,8 +6,7 @@
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
-use super::{AccessLog, ConnInfo, Proxy, RouteState, headers, upstream_path};
-use crate::config::RouteConfig;
+use super::{AccessLog, Ctx, RouteState, headers, upstream_path};
 use crate::server::framing::Tracked;
 use crate::ws::relay::{self, Peer};
 use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
@@ -18,16 +17,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub async fn forward(
-    proxy: &Proxy,
+    ctx: &Ctx<'_>,
     mut req: Request<Incoming>,
-    route: &RouteConfig,
     state: &RouteState,
-    conn: ConnInfo,
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let (proxy, route, conn) = (ctx.proxy, ctx.route, ctx.conn);
     let up = &state.upstream;
     // Admission before anything is spent on the upstream.
-    let permit = proxy.admit(route, conn, req.headers())?;
+    let permit = ctx.admit(req.headers())?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let host = super::request_host(&req);
 
@@ -103,7 +101,7 @@ pub async fn forward(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     *client_resp.headers_mut().expect("builder is valid") = h;
 
-    let shutdown = proxy.shutdown.clone();
+    let shutdown = ctx.closing.clone();
     let guard = route.guard.clone();
     let stats = proxy.guard_stats.clone();
     // Boxed for the same reason as the connection task: a plain allocation, not an aligned cell.

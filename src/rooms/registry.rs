@@ -66,7 +66,8 @@ pub struct Registry {
     rooms: tokio::sync::Mutex<HashMap<String, Arc<RoomHandle>>>,
     loaded: AtomicUsize,
     pub store: Option<Arc<RedbStore>>,
-    pub config: RoomsConfig,
+    /// Replaced by a config reload; read per connection.
+    config: arc_swap::ArcSwap<RoomsConfig>,
     /// Forward auth and callbacks.
     pub client: HttpClient,
     shutdown: CancellationToken,
@@ -82,10 +83,19 @@ impl Registry {
             rooms: tokio::sync::Mutex::default(),
             loaded: AtomicUsize::new(0),
             store,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             client: super::auth::http_client(),
             shutdown,
         }
+    }
+
+    /// The current settings (a reload may replace them; open connections keep theirs).
+    pub fn config(&self) -> Arc<RoomsConfig> {
+        self.config.load_full()
+    }
+
+    pub fn set_config(&self, config: RoomsConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Join `name`, loading the room if it is not in memory. Counts the connection until
@@ -121,11 +131,8 @@ impl Registry {
             }
         };
         let stop = CancellationToken::new();
-        let changed = self
-            .config
-            .callback
-            .as_ref()
-            .map(|_| Arc::new(Notify::new()));
+        let config = self.config();
+        let changed = config.callback.as_ref().map(|_| Arc::new(Notify::new()));
         let h = Arc::new(RoomHandle {
             name: name.to_string(),
             room: Mutex::new(room),
@@ -136,7 +143,7 @@ impl Registry {
             changed,
             stop,
         });
-        if let (Some(cfg), Some(changed)) = (&self.config.callback, &h.changed) {
+        if let (Some(cfg), Some(changed)) = (&config.callback, &h.changed) {
             tokio::spawn(run_callback(
                 h.clone(),
                 changed.clone(),
@@ -160,7 +167,7 @@ impl Registry {
         tokio::spawn(async move {
             tokio::select! {
                 _ = registry.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(registry.config.unload_after) => {
+                _ = tokio::time::sleep(registry.config().unload_after) => {
                     registry.unload(&h, generation).await;
                 }
             }
@@ -210,10 +217,10 @@ impl Registry {
 
     /// Group commit every `flush_interval`, awareness expiry every few seconds; until shutdown.
     pub async fn maintain(self: Arc<Self>) {
-        let mut flush = tokio::time::interval(self.config.flush_interval);
+        let mut flush = tokio::time::interval(self.config().flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep =
-            tokio::time::interval(AWARENESS_SWEEP.min(self.config.awareness_timeout / 4));
+            tokio::time::interval(AWARENESS_SWEEP.min(self.config().awareness_timeout / 4));
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -232,7 +239,7 @@ impl Registry {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for h in rooms {
-            let timeout = self.config.awareness_timeout.as_millis() as u64;
+            let timeout = self.config().awareness_timeout.as_millis() as u64;
             let removal = h.lock().expire_awareness(now, timeout);
             if let Some(frame) = removal {
                 tracing::debug!(room = %h.name, "expired awareness states");

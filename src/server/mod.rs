@@ -171,7 +171,7 @@ async fn evict_limiter_keys(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => proxy.admission.evict(),
+            _ = tick.tick() => proxy.state().admission.evict(),
         }
     }
 }
@@ -215,7 +215,7 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        if let Some(idle) = proxy.limits.tcp_keepalive {
+        if let Some(idle) = proxy.state().limits.tcp_keepalive {
             // Finds peers that vanished without a FIN (NAT timeouts, pulled cables) at TCP level.
             let ka = socket2::TcpKeepalive::new()
                 .with_time(idle)
@@ -232,7 +232,7 @@ async fn accept_loop(
                 Some((config, store)) => {
                     let handshake = tls::accept::accept(tcp, config, &store);
                     // The TLS handshake gets the same budget as the request head after it.
-                    let limit = proxy.limits.handshake_timeout;
+                    let limit = proxy.state().limits.handshake_timeout;
                     match tokio::time::timeout(limit, handshake).await {
                         Ok(Ok(stream)) => {
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -254,7 +254,7 @@ async fn serve<I>(io: I, info: ConnInfo, h2: bool, proxy: Arc<Proxy>, shutdown: 
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = proxy.limits.clone();
+    let limits = proxy.state().limits.clone();
     let flags = Arc::new(framing::Flags::default());
     // Requests on one HTTP/1 connection reach the service in order: number them like the tracker.
     let next_index = AtomicU64::new(0);
