@@ -10,6 +10,13 @@
 //!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in.
 //! - [`limits`]: WebSocket admission (handshake rates, per-IP and total caps, client IP from
 //!   trusted proxies).
+//! - [`rooms`]: hosted Yjs rooms (y-websocket protocol sans-IO, registry, socket side under the
+//!   guard, redb store, auth, callback).
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`); [`metrics`] holds the
+//!   counters; [`systemd`] speaks sd_notify (ready, reloading, stopping, watchdog).
+//!
+//! Reload: SIGHUP -> `config::Config::load` (same as `check`) -> `server::Running::reload` swaps
+//! the proxy's state (routes, limits, admission, room settings) for new connections.
 //!
 //! Request flow: accept -> (TLS handshake, SNI picks the certificate) -> hyper serves HTTP/1.1 or
 //! HTTP/2 -> `proxy::Proxy::handle` finds the route (on :80 only ACME challenges and
@@ -18,10 +25,13 @@
 //! and `ws::relay` pumps frames both ways until a close, a death, a guard limit, or shutdown.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod rooms;
 pub mod server;
+pub mod systemd;
 pub mod tls;
 pub mod ws;

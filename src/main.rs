@@ -39,20 +39,23 @@ enum Command {
     },
 }
 
-fn init_logging(level: &str) {
+/// Logs go to stderr. Under systemd (`JOURNAL_STREAM` set) without colours or timestamps
+/// (journald adds its own); `log_format = "json"` writes one JSON object per line. Access lines
+/// have target `access`, everything else the module path.
+fn init_logging(level: &str, format: config::LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Under journald (JOURNAL_STREAM set) or a pipe: no colours; journald adds its own timestamp.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(!journald && std::io::stderr().is_terminal());
-    if journald {
-        builder.without_time().init();
-    } else {
-        builder.init();
+    match (format, journald) {
+        (config::LogFormat::Json, true) => builder.json().without_time().init(),
+        (config::LogFormat::Json, false) => builder.json().init(),
+        (config::LogFormat::Text, true) => builder.without_time().init(),
+        (config::LogFormat::Text, false) => builder.init(),
     }
 }
 
@@ -83,8 +86,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging(&cfg.server.log_level);
-            match run(cfg) {
+            init_logging(&cfg.server.log_level, cfg.server.log_format);
+            match run(config, cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -103,15 +106,60 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let running = wsedge::server::start(cfg).await.context("cannot start")?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    wsedge::systemd::ready("serving");
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received");
+                break;
+            }
+            Some(()) = hup.recv() => {
+                wsedge::systemd::reloading();
+                reload(&path, &running);
+                wsedge::systemd::ready("serving");
+            }
+        }
     }
+    wsedge::systemd::stopping();
     running.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP: the same load and validation as `wsedge check`; a config that does not pass is
+/// refused and the running one keeps serving.
+fn reload(path: &std::path::Path, running: &wsedge::server::Running) {
+    let ok = match Config::load(path) {
+        Err(e) => {
+            tracing::error!("config reload refused, the running config stays: {e}");
+            false
+        }
+        Ok(c) => match running.reload(&c) {
+            Ok(restart) => {
+                for field in restart {
+                    tracing::warn!(
+                        field,
+                        "changed in the config file, but needs a restart to apply"
+                    );
+                }
+                tracing::info!(routes = c.routes.len(), "config reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!("config reload failed, the running config stays: {e}");
+                false
+            }
+        },
+    };
+    wsedge::metrics::count_reload("config", ok);
 }
 
 fn dev_certs(dir: &std::path::Path, names: &[String]) -> anyhow::Result<()> {

@@ -53,6 +53,17 @@ pub struct ServerConfig {
     pub cert_rescan: Duration,
     /// Watch CERTDIR with inotify for renewals (default true).
     pub cert_watch: bool,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`; default `127.0.0.1:9090`; `"off"`
+    /// disables it). Never on the public listeners.
+    pub admin: Option<SocketAddr>,
+    /// Log line format: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -329,6 +340,41 @@ impl Validator<'_> {
                 }
             }
         });
+        let admin = match s.admin.as_ref().map(|a| a.get_ref().as_str()) {
+            Some("off") | Some("") => None,
+            Some(_) => Some(self.listen_addr(
+                "server.admin",
+                s.admin.as_ref(),
+                "127.0.0.1:9090",
+                "ADMIN_PORT",
+                env,
+            )),
+            None => {
+                Some(self.listen_addr("server.admin", None, "127.0.0.1:9090", "ADMIN_PORT", env))
+            }
+        };
+        if let Some(a) = admin
+            && a.port() != 0
+            && (a == http || a == https)
+        {
+            self.problem(
+                "server.admin",
+                s.admin.as_ref(),
+                format!("{a} is a public listener's address; the admin endpoint needs its own"),
+            );
+        }
+        let log_format = match s.log_format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "server.log_format",
+                    s.log_format.as_ref(),
+                    format!("{other:?}: expected \"text\" or \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
         let server = ServerConfig {
             http,
             https,
@@ -346,6 +392,8 @@ impl Validator<'_> {
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(300)),
             cert_watch: s.cert_watch.unwrap_or(true),
+            admin,
+            log_format,
         };
 
         let guard_defaults = raw

@@ -30,6 +30,8 @@ pub struct RawServer {
     pub default_cert: Option<Spanned<String>>,
     pub cert_rescan: Option<ConfDuration>,
     pub cert_watch: Option<bool>,
+    pub admin: Option<Spanned<String>>,
+    pub log_format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,6 +57,18 @@ impl ProxyError {
         }
     }
 
+    /// Short kind for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::ConnectTimeout(_) => "connect_timeout",
+            ProxyError::ResponseTimeout(_) => "response_timeout",
+            ProxyError::Upstream { .. } => "response",
+            ProxyError::Access(_) => "auth_endpoint",
+            _ => "client",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,

@@ -14,8 +14,8 @@ pub mod websocket;
 
 use crate::config::{Config, RouteAction, RouteConfig, Upstream};
 use crate::rooms::store::RedbStore;
-use arc_swap::ArcSwap;
 use ::http::{HeaderMap, Request, Response, Version, header};
+use arc_swap::ArcSwap;
 use body::ProxyBody;
 use error::ProxyError;
 use hyper::body::Incoming;
@@ -165,6 +165,17 @@ impl State {
             },
             grace: config.server.shutdown_grace,
         })
+    }
+
+    /// Rooms routes by their metrics label.
+    pub fn rooms_routes(&self) -> Vec<(String, Arc<crate::rooms::registry::Registry>)> {
+        self.routes
+            .entries()
+            .filter_map(|(r, t)| match &t.kind {
+                RouteTarget::Rooms(reg) => Some((crate::metrics::route_label(r), reg.clone())),
+                RouteTarget::Upstream(_) => None,
+            })
+            .collect()
     }
 
     /// The room registries of every rooms route.
@@ -366,11 +377,52 @@ impl Proxy {
             closing: &target.closing,
             conn,
         };
-        match &target.kind {
-            RouteTarget::Upstream(up) if upgrade => websocket::forward(&ctx, req, up, log.clone()).await,
-            RouteTarget::Upstream(up) => http::forward(route, up, req, conn).await,
-            RouteTarget::Rooms(registry) => rooms_upgrade(&ctx, req, upgrade, registry, log.clone()).await,
+        let m = crate::metrics::get();
+        let label = crate::metrics::route_label(route);
+        use crate::metrics::labels as l;
+        let started = Instant::now();
+        let result = match &target.kind {
+            RouteTarget::Upstream(up) if upgrade => {
+                websocket::forward(&ctx, req, up, log.clone()).await
+            }
+            RouteTarget::Upstream(up) => {
+                let _in_flight = crate::metrics::OpenGuard::new(&label, "http");
+                http::forward(route, up, req, conn).await
+            }
+            RouteTarget::Rooms(registry) => {
+                rooms_upgrade(&ctx, req, upgrade, registry, log.clone()).await
+            }
+        };
+        match &result {
+            Err(e) if e.culprit() == error::Culprit::Upstream => {
+                m.upstream_errors
+                    .get_or_create(&l([("route", &label), ("kind", e.kind())]))
+                    .inc();
+            }
+            Ok(_) if matches!(target.kind, RouteTarget::Upstream(_)) => {
+                crate::metrics::observe(
+                    &m.upstream_seconds,
+                    &l([("route", &label)]),
+                    started.elapsed(),
+                );
+            }
+            _ => {}
         }
+        if upgrade {
+            m.handshakes
+                .get_or_create(&l([("kind", "websocket")]))
+                .inc();
+            let status = match &result {
+                Ok(r) => r.status(),
+                Err(e) => e.status(),
+            };
+            if status != ::http::StatusCode::SWITCHING_PROTOCOLS {
+                m.handshake_failures
+                    .get_or_create(&l([("kind", "websocket"), ("reason", status.as_str())]))
+                    .inc();
+            }
+        }
+        result
     }
 }
 
@@ -585,6 +637,7 @@ async fn rooms_upgrade(
     let permit = ctx.admit(req.headers())?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let room = registry.join(&name).await;
+    let route_label = crate::metrics::route_label(route);
     let session = crate::rooms::socket::Session {
         registry: registry.clone(),
         room,
@@ -600,8 +653,15 @@ async fn rooms_upgrade(
             return;
         };
         let started = Instant::now();
-        let (code, why) = crate::rooms::socket::serve(upgraded, session).await;
+        let _open = crate::metrics::OpenGuard::new(&route_label, "room");
+        let ((code, why), t) = crate::rooms::socket::serve(upgraded, session).await;
         drop(permit);
+        crate::metrics::ws_session(
+            &route_label,
+            "room",
+            code,
+            [(t.bytes_in, t.messages_in), (t.bytes_out, t.messages_out)],
+        );
         log.room(&name, code, why, started);
     }));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

@@ -103,6 +103,7 @@ pub async fn forward(
 
     let shutdown = ctx.closing.clone();
     let guard = route.guard.clone();
+    let route_label = crate::metrics::route_label(route);
     let stats = proxy.guard_stats.clone();
     // Boxed for the same reason as the connection task: a plain allocation, not an aligned cell.
     proxy.tracker.spawn(Box::pin(async move {
@@ -113,6 +114,7 @@ pub async fn forward(
                 return;
             }
         };
+        let _open = crate::metrics::OpenGuard::new(&route_label, "websocket");
         let outcome = relay::relay(
             client_peer(client_io),
             upstream_peer(upstream_io),
@@ -122,6 +124,15 @@ pub async fn forward(
         )
         .await;
         drop(permit);
+        crate::metrics::ws_session(
+            &route_label,
+            "websocket",
+            outcome.close_code(),
+            [
+                (outcome.bytes_from_client, outcome.messages_from_client),
+                (outcome.bytes_from_upstream, outcome.messages_from_upstream),
+            ],
+        );
         log.websocket(&outcome);
     }));
     Ok(client_resp

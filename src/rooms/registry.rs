@@ -196,6 +196,21 @@ impl Registry {
         tracing::debug!(room = %h.name, "room unloaded");
     }
 
+    /// Connections of each loaded room (for metrics; skipped while a join holds the lock).
+    pub fn connection_counts(&self) -> Vec<usize> {
+        match self.rooms.try_lock() {
+            Ok(rooms) => rooms.values().map(|h| h.connections()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The store file and its size, if the rooms persist.
+    pub fn store_size(&self) -> Option<(String, u64)> {
+        let path = self.config().store.clone()?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Some((path.display().to_string(), size))
+    }
+
     /// Rooms in memory.
     pub fn len(&self) -> usize {
         self.loaded.load(Ordering::Relaxed)
@@ -208,8 +223,16 @@ impl Registry {
     /// Commit the store's queued updates now (shutdown calls this after the connections ended).
     pub fn flush(&self) {
         if let Some(store) = &self.store {
+            let started = std::time::Instant::now();
             match store.flush() {
-                Ok(n) => tracing::debug!(operations = n, "room store flushed"),
+                Ok(0) => {}
+                Ok(n) => {
+                    let m = crate::metrics::get();
+                    let l = crate::metrics::labels([("path", &store.path)]);
+                    crate::metrics::observe(&m.store_flush_seconds, &l, started.elapsed());
+                    m.store_flush_operations.get_or_create(&l).observe(n as f64);
+                    tracing::debug!(operations = n, "room store flushed");
+                }
                 Err(e) => tracing::error!(error = %e, "room store flush failed"),
             }
         }

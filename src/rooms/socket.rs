@@ -57,6 +57,15 @@ pub struct Session {
 /// How a connection ended: the close code sent (or logged) and a short reason.
 pub type End = (u16, &'static str);
 
+/// Data messages and their bytes, each way (`inbound`: from the client).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    pub bytes_in: u64,
+    pub messages_in: u64,
+    pub bytes_out: u64,
+    pub messages_out: u64,
+}
+
 type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -68,22 +77,27 @@ fn close(code: u16, reason: &'static str) -> Message {
 
 /// Serve one connection until it closes, the room refuses a frame, the guard ends it, or
 /// shutdown. Always leaves the room (awareness removal broadcast, unload timer).
-pub async fn serve(upgraded: Upgraded, s: Session) -> End {
+pub async fn serve(upgraded: Upgraded, s: Session) -> (End, Traffic) {
     let mut conn = Conn {
         read_only: s.access == Access::ReadOnly,
         ..Conn::default()
     };
-    let end = run(upgraded, &s, &mut conn).await;
+    let mut traffic = Traffic::default();
+    let end = run(upgraded, &s, &mut conn, &mut traffic).await;
     let removal = s.room.lock().leave(&mut conn);
     if let Some(f) = removal {
         let _ = s.room.fanout.send(Bytes::from(f));
     }
     s.registry.leave(&s.room);
-    end
+    (end, traffic)
 }
 
 /// Write one frame, giving up on a peer that takes no bytes for `slow_reader_timeout`.
-async fn send(sink: &mut Sink, m: Message, s: &Session) -> Result<(), End> {
+async fn send(sink: &mut Sink, m: Message, s: &Session, t: &mut Traffic) -> Result<(), End> {
+    if let Message::Binary(b) = &m {
+        t.bytes_out += b.len() as u64;
+        t.messages_out += 1;
+    }
     match tokio::time::timeout(s.guard.slow_reader_timeout, sink.send(m)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err((1006, "connection lost")),
@@ -113,7 +127,7 @@ macro_rules! sent {
     };
 }
 
-async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn) -> End {
+async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
     let g = &s.guard;
     let max_message = g.max_message.min(usize::MAX as u64) as usize;
     let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
@@ -128,7 +142,7 @@ async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn) -> End {
     let mut fanout = s.room.fanout.subscribe();
     let welcome = s.room.lock().welcome();
     for f in welcome {
-        if let Err(end) = send(&mut sink, Message::binary(f), s).await {
+        if let Err(end) = send(&mut sink, Message::binary(f), s, t).await {
             return end;
         }
     }
@@ -175,12 +189,14 @@ async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn) -> End {
             _ = beat => {
                 if ping_sent.is_none() {
                     ping_sent = Some(Instant::now());
-                    sent!(send(&mut sink, Message::Ping(Bytes::new()), s).await);
+                    sent!(send(&mut sink, Message::Ping(Bytes::new()), s, t).await);
                 }
             }
             m = stream.next() => match m {
                 Some(Ok(Message::Binary(data))) => {
                     last_data = Instant::now();
+                    t.bytes_in += data.len() as u64;
+                    t.messages_in += 1;
                     if let Some(r) = &rates {
                         match r.admit(true, data.len() as u64).await {
                             Verdict::Pass { throttled: true } => {
@@ -202,7 +218,7 @@ async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn) -> End {
                         Ok(outs) => {
                             for o in outs {
                                 match o {
-                                    Out::Reply(f) => sent!(send(&mut sink, Message::binary(f), s).await),
+                                    Out::Reply(f) => sent!(send(&mut sink, Message::binary(f), s, t).await),
                                     Out::Broadcast(f) => {
                                         let _ = s.room.fanout.send(Bytes::from(f));
                                     }
@@ -241,7 +257,7 @@ async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn) -> End {
                 }
             },
             f = fanout.recv() => match f {
-                Ok(f) => sent!(send(&mut sink, Message::Binary(f), s).await),
+                Ok(f) => sent!(send(&mut sink, Message::Binary(f), s, t).await),
                 Err(RecvError::Lagged(_)) => {
                     // Too slow to keep up with the room: close rather than buffer without bound.
                     s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);

@@ -32,7 +32,7 @@ struct RoomLog {
 }
 
 pub struct RedbStore {
-    path: String,
+    pub path: String,
     db: Database,
     pending: Mutex<Vec<Op>>,
     logs: Mutex<HashMap<String, RoomLog>>,

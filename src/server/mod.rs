@@ -37,6 +37,10 @@ pub enum ServerError {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub https_addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The `[server]` settings the listeners were started with (a reload cannot change them).
+    started_with: crate::config::ServerConfig,
     pub certs: Arc<CertStore>,
     /// The request pipeline (admission and guard counters live there).
     pub proxy: Arc<Proxy>,
@@ -66,6 +70,33 @@ impl Running {
             );
         }
         clean
+    }
+
+    /// Apply a reloaded, validated config (what SIGHUP does after `Config::load`): routes,
+    /// upstreams, limits, auth and room settings change for new connections; open ones keep
+    /// theirs. Returns the `[server]` fields that changed but need a restart (listen
+    /// addresses, CERTDIR, logging, certificate options). Certificates are re-scanned too.
+    pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, ServerError> {
+        let (a, b) = (&self.started_with, &config.server);
+        let mut restart = Vec::new();
+        for (field, changed) in [
+            ("server.http", a.http != b.http),
+            ("server.https", a.https != b.https),
+            ("server.admin", a.admin != b.admin),
+            ("server.certdir", a.certdir != b.certdir),
+            ("server.default_cert", a.default_cert != b.default_cert),
+            ("server.cert_watch", a.cert_watch != b.cert_watch),
+            ("server.cert_rescan", a.cert_rescan != b.cert_rescan),
+            ("server.log_level", a.log_level != b.log_level),
+            ("server.log_format", a.log_format != b.log_format),
+        ] {
+            if changed {
+                restart.push(field);
+            }
+        }
+        self.proxy.reload(config)?;
+        self.cert_trigger.notify_one();
+        Ok(restart)
     }
 
     /// Ask for a certificate re-scan, as SIGHUP does.
@@ -121,6 +152,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown.clone(),
         tracker.clone(),
     )?);
+    let admin = match config.server.admin {
+        Some(addr) => Some(bind("server.admin", addr).await?),
+        None => None,
+    };
     let cert_trigger = Arc::new(Notify::new());
     tls::watch::spawn(
         certs.clone(),
@@ -132,14 +167,26 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown.clone(),
         &tracker,
     );
-    tracker.spawn(on_sighup(cert_trigger.clone(), shutdown.clone()));
     tracker.spawn(evict_limiter_keys(proxy.clone(), shutdown.clone()));
     for registry in proxy.registries() {
         tracker.spawn(registry.clone().maintain());
     }
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = admin {
+        tracker.spawn(crate::admin::serve(
+            l,
+            proxy.clone(),
+            certs.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    tracker.spawn(crate::systemd::watchdog(shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),
         https_addr,
+        admin_addr,
+        started_with: config.server.clone(),
         certs: certs.clone(),
         proxy: proxy.clone(),
         cert_trigger,
@@ -147,7 +194,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tracker: tracker.clone(),
         grace: config.server.shutdown_grace,
     };
-    tracing::info!(http = %running.http_addr, https = %running.https_addr, routes = config.routes.len(), "listening");
+    tracing::info!(http = %running.http_addr, https = %running.https_addr, admin = ?running.admin_addr, routes = config.routes.len(), "listening");
     tracker.spawn(accept_loop(
         http,
         None,
@@ -176,22 +223,14 @@ async fn evict_limiter_keys(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     }
 }
 
-/// SIGHUP re-scans the certificates (certbot's `--deploy-hook "systemctl reload wsedge"`).
-async fn on_sighup(trigger: Arc<Notify>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            Some(()) = hup.recv() => {
-                tracing::info!("SIGHUP: re-scanning certificates");
-                trigger.notify_one();
-            }
-        }
-    }
+fn tls_failed(reason: &str) {
+    crate::metrics::get()
+        .handshake_failures
+        .get_or_create(&crate::metrics::labels([
+            ("kind", "tls"),
+            ("reason", reason),
+        ]))
+        .inc();
 }
 
 async fn accept_loop(
@@ -230,6 +269,10 @@ async fn accept_loop(
             match tls {
                 None => serve(tcp, ConnInfo { peer, tls: false }, false, proxy, shutdown).await,
                 Some((config, store)) => {
+                    crate::metrics::get()
+                        .handshakes
+                        .get_or_create(&crate::metrics::labels([("kind", "tls")]))
+                        .inc();
                     let handshake = tls::accept::accept(tcp, config, &store);
                     // The TLS handshake gets the same budget as the request head after it.
                     let limit = proxy.state().limits.handshake_timeout;
@@ -238,8 +281,14 @@ async fn accept_loop(
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             serve(stream, ConnInfo { peer, tls: true }, h2, proxy, shutdown).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            tls_failed("error");
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tls_failed("timeout");
+                            tracing::debug!(%peer, "TLS handshake timed out")
+                        }
                     }
                 }
             }

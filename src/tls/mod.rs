@@ -194,6 +194,12 @@ impl CertStore {
         &self.certdir
     }
 
+    /// Whether any certificate (real or the self-signed fallback) can be served.
+    pub fn has_any(&self) -> bool {
+        let m = self.current();
+        !m.certs.is_empty() || m.fallback.is_some()
+    }
+
     pub fn current(&self) -> Arc<CertMap> {
         self.map.load_full()
     }

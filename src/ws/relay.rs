@@ -76,6 +76,8 @@ pub enum EndReason {
 pub struct RelayOutcome {
     pub bytes_from_client: u64,
     pub bytes_from_upstream: u64,
+    pub messages_from_client: u64,
+    pub messages_from_upstream: u64,
     pub end: EndReason,
 }
 
@@ -206,6 +208,7 @@ enum PumpEnd {
 
 struct PumpResult {
     bytes: u64,
+    messages: u64,
     /// Close code of the first close frame the source sent.
     close_sent: Option<u16>,
     end: PumpEnd,
@@ -270,6 +273,8 @@ struct Pump {
     /// Frames waiting for the output to reach a frame boundary.
     pending: Vec<Inject>,
     bytes: u64,
+    /// Data messages (final data frames) passed.
+    messages: u64,
     close_sent: Option<u16>,
     dst_shut: bool,
     /// Payload bytes of the current data frame still to skip (policy `drop`).
@@ -355,6 +360,9 @@ impl Pump {
                 }
                 Ok(Step::Header(h, n)) => {
                     self.check_mask(&h)?;
+                    if h.fin {
+                        self.messages += 1;
+                    }
                     self.shared
                         .last_data_ms
                         .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -629,6 +637,7 @@ impl Pump {
         self.finish(&end).await;
         PumpResult {
             bytes: self.bytes,
+            messages: self.messages,
             close_sent: self.close_sent,
             end,
         }
@@ -723,6 +732,7 @@ pub async fn relay(
         want: MIN_BUF,
         pending: Vec::new(),
         bytes: prefix.len() as u64,
+        messages: 0,
         close_sent: None,
         dst_shut: false,
         skip: 0,
@@ -790,6 +800,8 @@ pub async fn relay(
     RelayOutcome {
         bytes_from_client: from_client.as_ref().map_or(0, |r| r.bytes),
         bytes_from_upstream: from_upstream.as_ref().map_or(0, |r| r.bytes),
+        messages_from_client: from_client.as_ref().map_or(0, |r| r.messages),
+        messages_from_upstream: from_upstream.as_ref().map_or(0, |r| r.messages),
         end,
     }
 }

@@ -58,7 +58,7 @@ impl Edge {
     ) -> Edge {
         init_tracing();
         let text = format!(
-            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"{}\"\n{server_extra}\n{routes}",
+            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ncertdir = \"{}\"\n{server_extra}\n{routes}",
             certdir.path().display()
         );
         let config = Config::parse(&text, "test.toml", &HashMap::<&str, &str>::new())

@@ -86,11 +86,12 @@ pub fn spawn_wsedge_env(
     let dir = tempfile::tempdir().unwrap();
     prepare(&dir.path().join("certs"));
     let path = dir.path().join("wsedge.toml");
-    std::fs::write(
-        &path,
-        config.replace("CERTDIR", &dir.path().join("certs").display().to_string()),
-    )
-    .unwrap();
+    let mut config = config.replace("CERTDIR", &dir.path().join("certs").display().to_string());
+    if !config.contains("admin =") {
+        // Tests run in parallel: never the default admin port.
+        config = config.replacen("[server]\n", "[server]\nadmin = \"127.0.0.1:0\"\n", 1);
+    }
+    std::fs::write(&path, config).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "-c"])
         .arg(&path)

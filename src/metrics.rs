@@ -1,0 +1,321 @@
+//! Process metrics in the Prometheus text format (prometheus-client). Live counters are updated
+//! where things happen; values other modules already keep (guard and admission counters, rooms,
+//! certificates) are copied in at scrape time by [`render`].
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+type Hist = Family<Labels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_open: Family<Labels, Gauge>,
+    pub connections: Family<Labels, Counter>,
+    pub handshakes: Family<Labels, Counter>,
+    pub handshake_failures: Family<Labels, Counter>,
+    pub ws_bytes: Family<Labels, Counter>,
+    pub ws_messages: Family<Labels, Counter>,
+    pub ws_closes: Family<Labels, Counter>,
+    pub guard_closes: Family<Labels, Counter>,
+    pub rate_limit_hits: Family<Labels, Counter>,
+    pub upstream_errors: Family<Labels, Counter>,
+    pub upstream_seconds: Hist,
+    pub rooms_loaded: Family<Labels, Gauge>,
+    pub rooms_by_connections: Family<Labels, Gauge>,
+    pub store_flush_seconds: Hist,
+    pub store_flush_operations: Hist,
+    pub store_bytes: Family<Labels, Gauge>,
+    pub certificate_expiry: Family<Labels, Gauge>,
+    pub reloads: Family<Labels, Counter>,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn operations() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 10))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wsedge");
+        let m = Metrics {
+            connections_open: Family::default(),
+            connections: Family::default(),
+            handshakes: Family::default(),
+            handshake_failures: Family::default(),
+            ws_bytes: Family::default(),
+            ws_messages: Family::default(),
+            ws_closes: Family::default(),
+            guard_closes: Family::default(),
+            rate_limit_hits: Family::default(),
+            upstream_errors: Family::default(),
+            upstream_seconds: Family::new_with_constructor(latency),
+            rooms_loaded: Family::default(),
+            rooms_by_connections: Family::default(),
+            store_flush_seconds: Family::new_with_constructor(latency),
+            store_flush_operations: Family::new_with_constructor(operations),
+            store_bytes: Family::default(),
+            certificate_expiry: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections_open",
+            "Connections open now, by route and kind (http, websocket, room)",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections",
+            "Requests and WebSocket sessions started, by route and kind",
+            m.connections.clone(),
+        );
+        r.register(
+            "handshakes",
+            "TLS and WebSocket handshakes attempted",
+            m.handshakes.clone(),
+        );
+        r.register(
+            "handshake_failures",
+            "TLS and WebSocket handshakes that failed, by reason",
+            m.handshake_failures.clone(),
+        );
+        r.register(
+            "ws_bytes",
+            "WebSocket bytes by route and direction (in: from clients)",
+            m.ws_bytes.clone(),
+        );
+        r.register(
+            "ws_messages",
+            "WebSocket data messages by route and direction",
+            m.ws_messages.clone(),
+        );
+        r.register(
+            "ws_closes",
+            "Ended WebSocket sessions by route, kind and close code",
+            m.ws_closes.clone(),
+        );
+        r.register(
+            "ws_guard_closes",
+            "WebSockets closed by the guard, by reason (heartbeat, idle, too_big, rate_limit, slow_reader, protocol)",
+            m.guard_closes.clone(),
+        );
+        r.register(
+            "rate_limit_hits",
+            "Rate and connection limits hit, by limit and action",
+            m.rate_limit_hits.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream failures by route and kind (connect, timeout, response)",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "upstream_response_seconds",
+            "Time from sending a request upstream to its response head",
+            m.upstream_seconds.clone(),
+        );
+        r.register(
+            "rooms_loaded",
+            "Hosted rooms in memory, by route",
+            m.rooms_loaded.clone(),
+        );
+        r.register(
+            "rooms_by_connections",
+            "Loaded rooms by how many connections they have (bucket)",
+            m.rooms_by_connections.clone(),
+        );
+        r.register(
+            "store_flush_seconds",
+            "Room store group-commit duration",
+            m.store_flush_seconds.clone(),
+        );
+        r.register(
+            "store_flush_operations",
+            "Operations (appends, snapshots) written per room store commit",
+            m.store_flush_operations.clone(),
+        );
+        r.register("store_bytes", "Room store file size", m.store_bytes.clone());
+        r.register(
+            "certificate_expiry_seconds",
+            "Certificate notAfter as a Unix time, by certbot name",
+            m.certificate_expiry.clone(),
+        );
+        r.register(
+            "reloads",
+            "Config and certificate reloads by what and result",
+            m.reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// A route's label: `host/path` or the path alone.
+pub fn route_label(r: &crate::config::RouteConfig) -> String {
+    match &r.host {
+        Some(h) => format!("{h}{}", r.path),
+        None => r.path.clone(),
+    }
+}
+
+/// Counts a connection as open until dropped.
+pub struct OpenGuard(Labels);
+
+impl OpenGuard {
+    pub fn new(route: &str, kind: &'static str) -> OpenGuard {
+        let l = labels([("route", route), ("kind", kind)]);
+        get().connections.get_or_create(&l).inc();
+        get().connections_open.get_or_create(&l).inc();
+        OpenGuard(l)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        get().connections_open.get_or_create(&self.0).dec();
+    }
+}
+
+/// One ended WebSocket session's figures.
+pub fn ws_session(route: &str, kind: &'static str, code: u16, io: [(u64, u64); 2]) {
+    let m = get();
+    let [(bytes_in, msgs_in), (bytes_out, msgs_out)] = io;
+    for (dir, bytes, msgs) in [("in", bytes_in, msgs_in), ("out", bytes_out, msgs_out)] {
+        let l = labels([("route", route), ("direction", dir)]);
+        m.ws_bytes.get_or_create(&l).inc_by(bytes);
+        m.ws_messages.get_or_create(&l).inc_by(msgs);
+    }
+    m.ws_closes
+        .get_or_create(&labels([
+            ("route", route),
+            ("kind", kind),
+            ("code", &code.to_string()),
+        ]))
+        .inc();
+}
+
+pub fn observe(h: &Hist, l: &Labels, d: Duration) {
+    h.get_or_create(l).observe(d.as_secs_f64());
+}
+
+/// Raise a counter to `total` (a value another module counts monotonically).
+fn sync(c: &Family<Labels, Counter>, l: Labels, total: u64) {
+    let c = c.get_or_create(&l);
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+/// Bring the scrape-time values up to date and encode everything.
+pub fn render(proxy: &crate::proxy::Proxy, certs: &crate::tls::CertStore) -> String {
+    let m = get();
+    let g = &proxy.guard_stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    for (reason, v) in [
+        ("heartbeat", &g.heartbeat_closes),
+        ("idle", &g.idle_closes),
+        ("too_big", &g.too_big_closes),
+        ("rate_limit", &g.rate_closes),
+        ("slow_reader", &g.slow_reader_closes),
+        ("protocol", &g.protocol_closes),
+    ] {
+        sync(
+            &m.guard_closes,
+            labels([("reason", reason)]),
+            v.load(Relaxed),
+        );
+    }
+    let state = proxy.state();
+    let a = &state.admission.stats;
+    for (limit, action, v) in [
+        ("messages_or_bytes_per_sec", "close", &g.rate_closes),
+        ("messages_or_bytes_per_sec", "drop", &g.rate_drops),
+        ("messages_or_bytes_per_sec", "throttle", &g.rate_throttles),
+        ("new_per_ip", "refuse", &a.rate_limited),
+        ("concurrent_per_ip", "refuse", &a.per_ip_limited),
+        ("concurrent_total", "refuse", &a.total_limited),
+    ] {
+        sync(
+            &m.rate_limit_hits,
+            labels([("limit", limit), ("action", action)]),
+            v.load(Relaxed),
+        );
+    }
+    let buckets: [(&str, usize, usize); 5] = [
+        ("0", 0, 0),
+        ("1", 1, 1),
+        ("2-10", 2, 10),
+        ("11-100", 11, 100),
+        ("101+", 101, usize::MAX),
+    ];
+    for (route, reg) in state.rooms_routes() {
+        m.rooms_loaded
+            .get_or_create(&labels([("route", &route)]))
+            .set(reg.len() as i64);
+        let counts = reg.connection_counts();
+        for (name, lo, hi) in buckets {
+            let n = counts.iter().filter(|c| **c >= lo && **c <= hi).count();
+            m.rooms_by_connections
+                .get_or_create(&labels([("route", &route), ("connections", name)]))
+                .set(n as i64);
+        }
+        if let Some((path, size)) = reg.store_size() {
+            m.store_bytes
+                .get_or_create(&labels([("path", &path)]))
+                .set(size as i64);
+        }
+    }
+    for (name, _, not_after) in certs.expiry() {
+        m.certificate_expiry
+            .get_or_create(&labels([("name", &name)]))
+            .set(not_after);
+    }
+    sync(
+        &m.reloads,
+        labels([("what", "certificates"), ("result", "ok")]),
+        certs.stats.reloads.load(Relaxed),
+    );
+    sync(
+        &m.reloads,
+        labels([("what", "certificates"), ("result", "failed")]),
+        certs.stats.failures.load(Relaxed),
+    );
+    let mut out = String::new();
+    if encode(&mut out, &m.registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// A config reload happened (`ok` or refused).
+pub fn count_reload(what: &str, ok: bool) {
+    get()
+        .reloads
+        .get_or_create(&labels([
+            ("what", what),
+            ("result", if ok { "ok" } else { "failed" }),
+        ]))
+        .inc();
+}
