@@ -137,29 +137,31 @@ async fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
 /// SIGHUP: the same load and validation as `wsedge check`; a config that does not pass is
 /// refused and the running one keeps serving.
 fn reload(path: &std::path::Path, running: &wsedge::server::Running) {
-    let ok = match Config::load(path) {
-        Err(e) => {
-            tracing::error!("config reload refused, the running config stays: {e}");
-            false
+    let result = Config::load(path)
+        .map_err(|e| {
+            // One line, so journald keeps the reasons with the message.
+            let reasons = e.to_string().replace("\n ", "").replace('\n', " ");
+            format!("config reload refused, the running config stays: {reasons}")
+        })
+        .and_then(|c| {
+            running
+                .reload(&c)
+                .map(|restart| (c.routes.len(), restart))
+                .map_err(|e| format!("config reload failed, the running config stays: {e}"))
+        });
+    wsedge::metrics::count_reload("config", result.is_ok());
+    match result {
+        Err(e) => tracing::error!("{e}"),
+        Ok((routes, restart)) => {
+            for field in restart {
+                tracing::warn!(
+                    field,
+                    "changed in the config file, but needs a restart to apply"
+                );
+            }
+            tracing::info!(routes, "config reloaded");
         }
-        Ok(c) => match running.reload(&c) {
-            Ok(restart) => {
-                for field in restart {
-                    tracing::warn!(
-                        field,
-                        "changed in the config file, but needs a restart to apply"
-                    );
-                }
-                tracing::info!(routes = c.routes.len(), "config reloaded");
-                true
-            }
-            Err(e) => {
-                tracing::error!("config reload failed, the running config stays: {e}");
-                false
-            }
-        },
-    };
-    wsedge::metrics::count_reload("config", ok);
+    }
 }
 
 fn dev_certs(dir: &std::path::Path, names: &[String]) -> anyhow::Result<()> {

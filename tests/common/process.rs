@@ -6,7 +6,47 @@ use std::process::{Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsedge");
 
+/// CERTDIR replaced by the test's directory; the admin endpoint on a free port unless set
+/// (tests run in parallel: never the default admin port).
+fn prepare_config(config: &str, dir: &std::path::Path) -> String {
+    let mut config = config.replace("CERTDIR", &dir.join("certs").display().to_string());
+    if !config.contains("admin =") {
+        config = config.replacen("[server]\n", "[server]\nadmin = \"127.0.0.1:0\"\n", 1);
+    }
+    config
+}
+
 impl Child {
+    /// Replace the config file the process was started with (send `HUP` to apply it).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(
+            self.dir.path().join("wsedge.toml"),
+            prepare_config(config, self.dir.path()),
+        )
+        .unwrap();
+    }
+
+    /// The admin listener's address, from the "listening" log line.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        let l = self.wait_line(&["listening", "admin=Some("]);
+        l.split("admin=Some(")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Log lines seen so far containing every one of `parts`.
+    pub fn count_lines(&self, parts: &[&str]) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
     /// Send a signal (`TERM`, `KILL`, `HUP`) to the process.
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
@@ -86,12 +126,7 @@ pub fn spawn_wsedge_env(
     let dir = tempfile::tempdir().unwrap();
     prepare(&dir.path().join("certs"));
     let path = dir.path().join("wsedge.toml");
-    let mut config = config.replace("CERTDIR", &dir.path().join("certs").display().to_string());
-    if !config.contains("admin =") {
-        // Tests run in parallel: never the default admin port.
-        config = config.replacen("[server]\n", "[server]\nadmin = \"127.0.0.1:0\"\n", 1);
-    }
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, prepare_config(config, dir.path())).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "-c"])
         .arg(&path)
