@@ -26,6 +26,7 @@ pub struct Metrics {
     pub ws_closes: Family<Labels, Counter>,
     pub guard_closes: Family<Labels, Counter>,
     pub rate_limit_hits: Family<Labels, Counter>,
+    pub rate_limit_actions: Family<Labels, Counter>,
     pub upstream_errors: Family<Labels, Counter>,
     pub upstream_seconds: Hist,
     pub rooms_loaded: Family<Labels, Gauge>,
@@ -58,6 +59,7 @@ impl Metrics {
             ws_closes: Family::default(),
             guard_closes: Family::default(),
             rate_limit_hits: Family::default(),
+            rate_limit_actions: Family::default(),
             upstream_errors: Family::default(),
             upstream_seconds: Family::new_with_constructor(latency),
             rooms_loaded: Family::default(),
@@ -112,8 +114,13 @@ impl Metrics {
         );
         r.register(
             "rate_limit_hits",
-            "Rate and connection limits hit, by limit and action",
+            "Rate and connection limits hit, by limit",
             m.rate_limit_hits.clone(),
+        );
+        r.register(
+            "ws_rate_limit_actions",
+            "What the guard did with messages over a rate (close, drop, throttle)",
+            m.rate_limit_actions.clone(),
         );
         r.register(
             "upstream_errors",
@@ -249,17 +256,27 @@ pub fn render(proxy: &crate::proxy::Proxy, certs: &crate::tls::CertStore) -> Str
     }
     let state = proxy.state();
     let a = &state.admission.stats;
-    for (limit, action, v) in [
-        ("messages_or_bytes_per_sec", "close", &g.rate_closes),
-        ("messages_or_bytes_per_sec", "drop", &g.rate_drops),
-        ("messages_or_bytes_per_sec", "throttle", &g.rate_throttles),
-        ("new_per_ip", "refuse", &a.rate_limited),
-        ("concurrent_per_ip", "refuse", &a.per_ip_limited),
-        ("concurrent_total", "refuse", &a.total_limited),
+    for (limit, v) in [
+        ("messages_per_sec", &g.messages_rate_hits),
+        ("bytes_per_sec", &g.bytes_rate_hits),
+        ("new_per_ip", &a.rate_limited),
+        ("concurrent_per_ip", &a.per_ip_limited),
+        ("concurrent_total", &a.total_limited),
     ] {
         sync(
             &m.rate_limit_hits,
-            labels([("limit", limit), ("action", action)]),
+            labels([("limit", limit)]),
+            v.load(Relaxed),
+        );
+    }
+    for (action, v) in [
+        ("close", &g.rate_closes),
+        ("drop", &g.rate_drops),
+        ("throttle", &g.rate_throttles),
+    ] {
+        sync(
+            &m.rate_limit_actions,
+            labels([("action", action)]),
             v.load(Relaxed),
         );
     }

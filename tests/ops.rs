@@ -268,8 +268,12 @@ async fn metrics_families_are_present_and_move() {
         .await
         .unwrap();
     room.edit("x").await;
-    assert!(room.until(|c| c.text() == "x").await);
-    drop(room);
+    // Applied on the server once another client sees it.
+    let mut probe = common::yclient::YClient::connect(&edge, "/wss/m", &[])
+        .await
+        .unwrap();
+    assert!(probe.until(|c| c.text() == "x").await);
+    drop((room, probe));
     let tls = tls_client_accept_any();
     let _ = tls_connect(edge.https, "a.test", tls).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -293,12 +297,18 @@ async fn metrics_families_are_present_and_move() {
         "wsedge_store_flush_seconds_count",
         "wsedge_store_flush_operations_count",
     ] {
-        assert!(
-            moved(name),
-            "{name} did not move: before {:?} after {:?}",
-            before.get(name),
-            after.get(name)
-        );
+        if !moved(name) {
+            let (_, body) = get(admin, request("/metrics", "admin").body(empty()).unwrap()).await;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let base = name.trim_end_matches("_count");
+            let relevant: Vec<&str> = text.lines().filter(|l| l.contains(base)).collect();
+            panic!(
+                "{name} did not move: before {:?} after {:?}\n{}",
+                before.get(name),
+                after.get(name),
+                relevant.join("\n")
+            );
+        }
     }
     for name in [
         "wsedge_connections_open",
@@ -330,4 +340,46 @@ async fn metrics_families_are_present_and_move() {
     .await;
     assert_ne!(n.status, 200, "metrics are not on the public listener");
     assert!(!String::from_utf8_lossy(&body).contains("wsedge_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_fit_journald_in_text_and_json() {
+    let up = Upstream::start().await;
+    for json in [false, true] {
+        let format = if json { "log_format = \"json\"\n" } else { "" };
+        let cfg = format!(
+            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\ncertdir = \"CERTDIR\"\n{format}\n{}",
+            route("/", up.addr, "")
+        );
+        let child = spawn_wsedge_env(&cfg, |_| {}, &[("JOURNAL_STREAM", "8:12345")]);
+        let (parts, _) = get(child.addr, request("/x", "a.test").body(empty()).unwrap()).await;
+        assert_eq!(parts.status, 200);
+        let access = child.wait_line(&["access", "/x"]);
+        let warn = child.wait_line(&["SELF-SIGNED"]);
+        let lines = child.lines.lock().unwrap().clone();
+        assert!(
+            lines.iter().all(|l| !l.contains('\u{1b}')),
+            "no ANSI colours: {lines:?}"
+        );
+        if json {
+            for l in &lines {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                assert!(v.get("timestamp").is_none(), "journald adds the time: {l}");
+            }
+            let a: serde_json::Value = serde_json::from_str(&access).unwrap();
+            assert_eq!(a["target"], "access");
+            assert_eq!(a["fields"]["status"], 200);
+            let w: serde_json::Value = serde_json::from_str(&warn).unwrap();
+            assert_eq!(w["level"], "WARN");
+            assert_ne!(
+                w["target"], "access",
+                "access and error logs are distinguishable"
+            );
+        } else {
+            // No timestamp: lines start with the level.
+            assert!(access.trim_start().starts_with("INFO access:"), "{access}");
+            assert!(warn.trim_start().starts_with("WARN"), "{warn}");
+        }
+    }
 }

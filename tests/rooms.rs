@@ -74,8 +74,7 @@ async fn room_names_are_bounded() {
 async fn bad_input_closes_only_that_connection_with_the_right_code() {
     let edge = start("").await;
     let mut a = YClient::connect(&edge, "/wss/bad", &[]).await.unwrap();
-    a.edit("kept").await;
-    assert!(a.until(|c| !c.text().is_empty()).await);
+    assert!(a.edit_confirmed("kept").await);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("truncated message", vec![0, 1, 200], 1002),
         ("unknown message type", vec![9, 1, 2], 1003),
@@ -122,8 +121,7 @@ async fn bad_input_closes_only_that_connection_with_the_right_code() {
     assert_eq!(close, Some(1002), "reserved opcode");
 
     // The survivor still edits and sees the document intact.
-    a.edit(" still").await;
-    assert!(a.until(|c| c.text() == "kept still").await, "{}", a.text());
+    assert!(a.edit_confirmed(" still").await);
     let mut late = YClient::connect(&edge, "/wss/bad", &[]).await.unwrap();
     assert!(late.until(|c| c.text() == "kept still").await);
     assert!(stats(&edge).protocol_closes.load(Ordering::Relaxed) >= 6);
@@ -137,8 +135,10 @@ async fn oversized_messages_are_closed_with_1009() {
     let mut big = YClient::connect(&edge2, "/wss/big", &[]).await.unwrap();
     big.edit(&"x".repeat(4096)).await;
     assert_eq!(big.close_code().await, Some(1009));
-    a.edit("small").await;
-    assert!(a.until(|c| c.text() == "small").await, "{}", a.text());
+    assert!(
+        a.edit_confirmed("small").await,
+        "the other client still works"
+    );
     assert_eq!(stats(&edge2).too_big_closes.load(Ordering::Relaxed), 1);
 }
 
@@ -152,8 +152,7 @@ async fn a_room_unloads_after_its_grace_and_comes_back_from_the_store() {
     );
     let edge = Edge::start("", &route).await;
     let mut a = YClient::connect(&edge, "/wss/u", &[]).await.unwrap();
-    a.edit("persisted").await;
-    assert!(a.until(|c| c.text() == "persisted").await);
+    assert!(a.edit_confirmed("persisted").await);
     assert_eq!(open_rooms(&edge), 1);
     drop(a);
     // Still loaded during the grace time, gone after it.
@@ -216,24 +215,28 @@ async fn awareness_is_removed_on_disconnect_and_expires_when_not_renewed() {
 async fn the_guard_pings_room_sockets_and_closes_silent_ones() {
     let route = "[[route]]\npath = \"/wss\"\nplain_http = true\nguard = { heartbeat_interval = \"200ms\", heartbeat_timeout = \"200ms\" }\n[route.rooms]\nstore = \"memory\"\n";
     let edge = Edge::start("", route).await;
-    // An answering client (tungstenite answers pings) stays.
-    let mut alive = YClient::connect(&edge, "/wss/hb", &[]).await.unwrap();
-    // A raw client that never reads nor answers.
+    // An answering client (tungstenite answers pings while it reads) stays; it keeps reading
+    // in its own task for 1.5 s (several heartbeat periods).
+    let alive = YClient::connect(&edge, "/wss/hb", &[]).await.unwrap();
+    let alive = tokio::spawn(async move {
+        let mut alive = alive;
+        alive.drain(1500).await;
+        alive
+    });
+    // A raw TCP client: it reads what arrives but never answers a ping.
     let mut silent = raw_upgrade(&edge, "/wss/hb").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while stats(&edge).heartbeat_closes.load(Ordering::Relaxed) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "silent client not closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let started = tokio::time::Instant::now();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(WAIT, silent.read_to_end(&mut buf)).await;
-    alive.drain(300).await;
+    assert!(started.elapsed() < WAIT, "silent client not closed");
+    let mut alive = alive.await.unwrap();
     assert!(alive.closed.is_none(), "a client answering pings stays");
-    alive.edit("ok").await;
-    assert!(alive.until(|c| c.text() == "ok").await);
+    assert_eq!(
+        stats(&edge).heartbeat_closes.load(Ordering::Relaxed),
+        1,
+        "only the silent client was closed"
+    );
+    assert!(alive.edit_confirmed("ok").await);
 }
 
 #[tokio::test]
@@ -247,8 +250,7 @@ async fn the_guard_rate_limits_room_sockets() {
     }
     assert_eq!(flood.close_code().await, Some(1008));
     assert_eq!(stats(&edge).rate_closes.load(Ordering::Relaxed), 1);
-    calm.edit("fine").await;
-    assert!(calm.until(|c| c.text() == "fine").await);
+    assert!(calm.edit_confirmed("fine").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,7 @@ async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn, t: &mut Traffic) 
             return end;
         }
     }
-    let rates = Rates::new(g);
+    let rates = Rates::new(g, s.stats.clone());
     let mut heartbeat = g.heartbeat_interval.map(|i| {
         let mut t = tokio::time::interval_at(Instant::now() + i, i);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

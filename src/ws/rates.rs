@@ -2,9 +2,12 @@
 //! hosted rooms: `close` and `drop` report the excess, `throttle` waits until the budget refills
 //! (the caller is not reading meanwhile, so TCP backpressure slows the sender).
 
+use super::relay::GuardStats;
 use crate::config::{Guard, RatePolicy};
 use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 type DirectLimiter = RateLimiter<
@@ -26,6 +29,7 @@ fn limiter(per_sec: u32, burst: u32) -> DirectLimiter {
 
 pub struct Rates {
     pub policy: RatePolicy,
+    stats: Arc<GuardStats>,
     messages: Option<DirectLimiter>,
     bytes: Option<(DirectLimiter, u32)>,
 }
@@ -40,13 +44,14 @@ pub enum Verdict {
 }
 
 impl Rates {
-    /// None when the guard sets no rate.
-    pub fn new(guard: &Guard) -> Option<Rates> {
+    /// None when the guard sets no rate. Each refusal is counted per limit in `stats`.
+    pub fn new(guard: &Guard, stats: Arc<GuardStats>) -> Option<Rates> {
         if guard.messages.is_none() && guard.bytes.is_none() {
             return None;
         }
         Some(Rates {
             policy: guard.rate_policy,
+            stats,
             messages: guard.messages.map(|r| limiter(r.per_sec, r.burst)),
             bytes: guard.bytes.map(|r| (limiter(r.per_sec, r.burst), r.burst)),
         })
@@ -60,6 +65,9 @@ impl Rates {
         let mut throttled = false;
         if new_message && let Some(m) = &self.messages {
             while let Err(wait) = m.check().map_err(|nu| nu.wait_time_from(now())) {
+                self.stats
+                    .messages_rate_hits
+                    .fetch_add(1, Ordering::Relaxed);
                 if !throttle {
                     return Verdict::Over;
                 }
@@ -78,6 +86,7 @@ impl Rates {
                     Err(_) => Err(Duration::from_secs(1)),
                 };
                 let Err(wait) = r else { break };
+                self.stats.bytes_rate_hits.fetch_add(1, Ordering::Relaxed);
                 if !throttle {
                     return Verdict::Over;
                 }

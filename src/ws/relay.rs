@@ -105,6 +105,10 @@ pub struct GuardStats {
     pub rate_throttles: AtomicU64,
     pub slow_reader_closes: AtomicU64,
     pub protocol_closes: AtomicU64,
+    /// Times a message (or frame) found the messages-per-second budget empty.
+    pub messages_rate_hits: AtomicU64,
+    /// Times a frame found the bytes-per-second budget empty.
+    pub bytes_rate_hits: AtomicU64,
 }
 
 impl GuardStats {
@@ -717,7 +721,7 @@ pub async fn relay(
     let limits = Limits {
         max_frame: guard.max_frame,
         max_message: guard.max_message,
-        rates: Rates::new(guard),
+        rates: Rates::new(guard, stats.clone()),
         message_len: 0,
         dropping: false,
     };

@@ -28,11 +28,10 @@ impl Child {
 
     /// The admin listener's address, from the "listening" log line.
     pub fn admin_addr(&self) -> std::net::SocketAddr {
-        let l = self.wait_line(&["listening", "admin=Some("]);
-        l.split("admin=Some(")
-            .nth(1)
-            .and_then(|r| r.split(')').next())
-            .unwrap()
+        let l = self.wait_line(&["listening", "admin"]);
+        field(&l, "admin")
+            .trim_start_matches("Some(")
+            .trim_end_matches(')')
             .parse()
             .unwrap()
     }
@@ -152,15 +151,21 @@ pub fn spawn_wsedge_env(
         lines,
         dir,
     };
-    let l = c.wait_line(&["listening", "http="]);
-    c.addr = l
-        .split("http=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let l = c.wait_line(&["listening", "http"]);
+    c.addr = field(&l, "http").parse().unwrap();
     c
+}
+
+/// A field's value in a text (`name=value`) or JSON (`"name":"value"`) log line.
+fn field(line: &str, name: &str) -> String {
+    for sep in [format!("{name}="), format!("\"{name}\":\"")] {
+        if let Some(rest) = line.split(sep.as_str()).nth(1) {
+            return rest
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    panic!("no {name} in {line}")
 }

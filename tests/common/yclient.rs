@@ -24,6 +24,8 @@ pub struct YClient {
     /// The close frame the server sent, once it did.
     pub closed: Option<Option<CloseFrame>>,
     awareness_clock: u32,
+    /// Sync Update messages received (the server echoes a client's own updates back).
+    pub updates: usize,
 }
 
 impl YClient {
@@ -50,6 +52,7 @@ impl YClient {
             denied: Vec::new(),
             closed: None,
             awareness_clock: 0,
+            updates: 0,
         };
         let sv = c.doc.transact().state_vector();
         c.send_msg(Message::Sync(SyncMessage::SyncStep1(sv))).await;
@@ -76,6 +79,13 @@ impl YClient {
         };
         self.send_msg(Message::Sync(SyncMessage::Update(update)))
             .await;
+    }
+
+    /// Edit, then wait until the server echoes the update back (it was applied and broadcast).
+    pub async fn edit_confirmed(&mut self, s: &str) -> bool {
+        let seen = self.updates;
+        self.edit(s).await;
+        self.until(|c| c.updates > seen).await
     }
 
     /// Announce (or renew) an awareness state for `id`.
@@ -108,8 +118,12 @@ impl YClient {
                         self.send_msg(Message::Sync(SyncMessage::SyncStep2(diff)))
                             .await;
                     }
-                    Ok(Message::Sync(SyncMessage::SyncStep2(u)))
-                    | Ok(Message::Sync(SyncMessage::Update(u))) => {
+                    Ok(Message::Sync(SyncMessage::Update(u))) => {
+                        self.updates += 1;
+                        let u = Update::decode_v1(&u).expect("server sends valid updates");
+                        self.doc.transact_mut().apply_update(u).unwrap();
+                    }
+                    Ok(Message::Sync(SyncMessage::SyncStep2(u))) => {
                         let u = Update::decode_v1(&u).expect("server sends valid updates");
                         self.doc.transact_mut().apply_update(u).unwrap();
                     }
