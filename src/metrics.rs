@@ -213,12 +213,13 @@ pub fn ws_session(route: &str, kind: &'static str, code: u16, io: [(u64, u64); 2
         m.ws_bytes.get_or_create(&l).inc_by(bytes);
         m.ws_messages.get_or_create(&l).inc_by(msgs);
     }
+    // Application codes (3000-4999) are the peers' choice: bucket them to bound the label set.
+    let code = match code {
+        0..=2999 => code.to_string(),
+        _ => format!("{}xxx", code / 1000),
+    };
     m.ws_closes
-        .get_or_create(&labels([
-            ("route", route),
-            ("kind", kind),
-            ("code", &code.to_string()),
-        ]))
+        .get_or_create(&labels([("route", route), ("kind", kind), ("code", &code)]))
         .inc();
 }
 

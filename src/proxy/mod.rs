@@ -197,6 +197,9 @@ pub struct Proxy {
     pub tracker: TaskTracker,
     /// Guard events of every relay, for metrics.
     pub guard_stats: Arc<crate::ws::relay::GuardStats>,
+    /// Every room registry ever built, including those of routes a reload removed: shutdown
+    /// flushes them all.
+    all_registries: std::sync::Mutex<Vec<Arc<crate::rooms::registry::Registry>>>,
 }
 
 impl Proxy {
@@ -207,12 +210,14 @@ impl Proxy {
         tracker: TaskTracker,
     ) -> Result<Proxy, crate::rooms::store::StoreError> {
         let state = State::build(config, None, &shutdown)?;
+        let all_registries = std::sync::Mutex::new(state.registries().cloned().collect());
         Ok(Proxy {
             state: ArcSwap::from_pointee(state),
             https_port,
             shutdown,
             tracker,
             guard_stats: Arc::default(),
+            all_registries,
         })
     }
 
@@ -233,6 +238,10 @@ impl Proxy {
         for reg in new.registries() {
             if !kept.contains(&Arc::as_ptr(reg)) {
                 self.tracker.spawn(reg.clone().maintain());
+                self.all_registries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(reg.clone());
             }
         }
         let still: std::collections::HashSet<_> =
@@ -281,7 +290,12 @@ impl Proxy {
     /// Commit every room store's queued updates (each registry does this periodically;
     /// shutdown does it once more after the last connection ended).
     pub fn flush_room_stores(&self) {
-        for r in self.registries() {
+        let all = self
+            .all_registries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for r in all {
             r.flush();
         }
     }
