@@ -1,9 +1,7 @@
 # Shared by the benchmark scripts (sourced, not run): build, scratch dir, process cleanup, free
-# ports, and nginx configured as its documentation prescribes for WebSocket proxying.
-if ! command -v nginx >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-fi
-cargo build --release -q -p wsedge -p wsbench
+# ports, and nginx (installed on first use if missing) configured as its documentation prescribes
+# for WebSocket proxying.
+nice -n 15 cargo build --release -q -p wsedge -p wsbench
 BIN=target/release
 work=$(mktemp -d)
 pids=()
@@ -16,6 +14,9 @@ rss_kb() { local s=0; for p in "$@"; do s=$((s + $(ps -o rss= -p "$p" | tr -d ' 
 
 # start_nginx LISTEN_PORT UPSTREAM_PORT: sets NGINX_PID and NGINX_ALL (master + workers).
 start_nginx() {
+  if ! command -v nginx >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+  fi
   mkdir -p "$work/nginx"
   cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes auto;

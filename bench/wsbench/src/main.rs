@@ -4,6 +4,12 @@
 //! `wsbench load --url ws://ADDR/ --conns 100 --size 64 --secs 10` keeps one message in flight
 //! per connection (send, wait for the echo, repeat) and prints one line of results:
 //! `msgs_per_sec=… p50_us=… p99_us=… errors=…`.
+//! `wsbench idle --url ws://ADDR/ --conns 10000` holds idle WebSockets (with `--rooms N`: spread
+//! over N y-websocket rooms, each joining like a provider does, with a SyncStep1).
+//! `wsbench rooms --url ws://ADDR/room --subs 500 --rate 500` measures a room's fan-out
+//! (see `rooms.rs`).
+
+mod rooms;
 
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
@@ -18,6 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Runtime threads: 1 runs everything on the main thread; default one per core.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -35,6 +44,34 @@ enum Cmd {
         /// Handshakes in flight at once.
         #[arg(long, default_value_t = 200)]
         parallel: usize,
+        /// Join y-websocket rooms: connection i opens `<url><room-prefix><i % rooms>` and sends a
+        /// SyncStep1 (empty state vector) as a provider does. 0: plain WebSockets to `url`.
+        #[arg(long, default_value_t = 0)]
+        rooms: usize,
+        #[arg(long, default_value = "idle-")]
+        room_prefix: String,
+    },
+    /// One room, one writer sending `rate` Yjs updates/s, `subs` subscribers; prints one line.
+    Rooms {
+        /// The room's URL, e.g. ws://127.0.0.1:8080/wss/bench.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 500)]
+        subs: usize,
+        /// Updates per second the writer offers.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Seconds of updates sent before the measured window.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// After the writer stops, wait at most this long for deliveries still under way.
+        #[arg(long, default_value_t = 5)]
+        drain: u64,
+        /// The server's pid, for its CPU time and RSS (read from /proc).
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     Load {
         #[arg(long)]
@@ -53,17 +90,44 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     match cli.cmd {
         Cmd::Echo { listen } => rt.block_on(echo(listen)),
         Cmd::Idle {
             url,
             conns,
             parallel,
-        } => rt.block_on(idle(url, conns, parallel)),
+            rooms,
+            room_prefix,
+        } => rt.block_on(idle(url, conns, parallel, rooms, room_prefix)),
+        Cmd::Rooms {
+            url,
+            subs,
+            rate,
+            secs,
+            warmup,
+            drain,
+            server_pid,
+        } => rt.block_on(rooms::run(rooms::Opts {
+            url,
+            subs,
+            rate,
+            secs,
+            warmup,
+            drain,
+            server_pid,
+        })),
         Cmd::Load {
             url,
             conns,
@@ -111,20 +175,28 @@ async fn resolve(url: &str) -> std::net::SocketAddr {
         .unwrap()
 }
 
-async fn idle(url: String, conns: usize, parallel: usize) {
+async fn idle(url: String, conns: usize, parallel: usize, rooms: usize, room_prefix: String) {
     let addr = resolve(&url).await;
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::new();
     for i in 0..conns {
-        let (url, sem) = (url.clone(), sem.clone());
+        let url = match rooms {
+            0 => url.clone(),
+            n => format!("{url}{room_prefix}{}", i % n),
+        };
+        let sem = sem.clone();
         tasks.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.unwrap();
             let tcp = connect_from(i, addr).await.ok()?;
             let req = url.into_client_request().unwrap();
-            let (ws, _) =
+            let (mut ws, _) =
                 tokio_tungstenite::client_async_with_config(req, tcp, Some(small_buffers()))
                     .await
                     .ok()?;
+            if rooms > 0 {
+                // y-websocket SyncStep1 with an empty state vector: [sync, step1, len 1, 0 clients].
+                ws.send(Message::binary(vec![0u8, 0, 1, 0])).await.ok()?;
+            }
             drop(permit);
             Some(ws)
         }));
