@@ -122,14 +122,15 @@ pub struct Admission {
 /// Held for the life of an admitted WebSocket; releases its counts when dropped.
 pub struct Permit {
     counts: Arc<Mutex<Counts>>,
-    keys: Vec<(Option<usize>, IpAddr)>,
+    /// The per-IP counts this permit holds (global and per route), inline: one per connection.
+    keys: [Option<(Option<usize>, IpAddr)>; 2],
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total = c.total.saturating_sub(1);
-        for k in &self.keys {
+        for k in self.keys.iter().flatten() {
             if let Some(n) = c.per_ip.get_mut(k) {
                 *n -= 1;
                 if *n == 0 {
@@ -219,11 +220,11 @@ impl Admission {
             }
         }
         c.total += 1;
-        let mut keys = Vec::new();
-        for (scope, cap) in caps {
+        let mut keys = [None; 2];
+        for (slot, (scope, cap)) in keys.iter_mut().zip(caps) {
             if cap.is_some() {
                 *c.per_ip.entry((scope, key)).or_insert(0) += 1;
-                keys.push((scope, key));
+                *slot = Some((scope, key));
             }
         }
         Ok(Permit {

@@ -187,20 +187,22 @@ pub fn route_label(r: &crate::config::RouteConfig) -> String {
 }
 
 /// Counts a connection as open until dropped.
-pub struct OpenGuard(Labels);
+/// Holds the gauge itself (a shared handle), not its labels: one per open connection.
+pub struct OpenGuard(Gauge);
 
 impl OpenGuard {
     pub fn new(route: &str, kind: &'static str) -> OpenGuard {
         let l = labels([("route", route), ("kind", kind)]);
         get().connections.get_or_create(&l).inc();
-        get().connections_open.get_or_create(&l).inc();
-        OpenGuard(l)
+        let open = get().connections_open.get_or_create(&l).clone();
+        open.inc();
+        OpenGuard(open)
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        get().connections_open.get_or_create(&self.0).dec();
+        self.0.dec();
     }
 }
 

@@ -660,7 +660,7 @@ async fn rooms_upgrade(
         stats: proxy.guard_stats.clone(),
         shutdown: ctx.closing.clone(),
     };
-    proxy.tracker.spawn(Box::pin(async move {
+    let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
             // The client went away before the switch: still leave the room.
             session.registry.leave(&session.room);
@@ -668,7 +668,8 @@ async fn rooms_upgrade(
         };
         let started = Instant::now();
         let _open = crate::metrics::OpenGuard::new(&route_label, "room");
-        let ((code, why), t) = crate::rooms::socket::serve(upgraded, session).await;
+        let ((code, why), t) =
+            crate::rooms::socket::serve(websocket::client_peer(upgraded), &session).await;
         drop(permit);
         crate::metrics::ws_session(
             &route_label,
@@ -677,7 +678,8 @@ async fn rooms_upgrade(
             [(t.bytes_in, t.messages_in), (t.bytes_out, t.messages_out)],
         );
         log.room(&name, code, why, started);
-    }));
+    };
+    proxy.tracker.spawn(Box::pin(fut));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
     *r.status_mut() = ::http::StatusCode::SWITCHING_PROTOCOLS;

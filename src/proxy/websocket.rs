@@ -142,7 +142,7 @@ pub async fn forward(
 
 /// Take the client connection back from hyper: plain TCP splits lock-free; TLS and anything else
 /// go through tokio's split. hyper's read-ahead bytes come along as the prefix.
-fn client_peer(up: Upgraded) -> Peer {
+pub(crate) fn client_peer(up: Upgraded) -> Peer {
     type Plain = TokioIo<Tracked<TcpStream>>;
     type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
     match up.downcast::<Plain>() {

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 /// Frames a room fans out; a subscriber this far behind is closed (1013) instead of buffering.
-pub const FANOUT_CAPACITY: usize = 1024;
+pub const FANOUT_CAPACITY: usize = 256;
 /// How often stale awareness states are looked for (at most; more often for short timeouts).
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 

@@ -2,27 +2,26 @@
 //! WebSocket, the room and the room's fan-out until either side ends, under the route's guard:
 //! heartbeat pings, idle timeout, size limits (1009), message/byte rates, a bounded send queue
 //! (the fan-out: a connection that falls `FANOUT_CAPACITY` frames behind is closed with 1013) and
-//! the slow-reader timeout on every write.
+//! the slow-reader timeout on every write. The WebSocket itself is `ws::conn` (no buffer held
+//! while idle); frames the fan-out has piled up for a connection go out in one write.
 
 use super::auth::Access;
 use super::protocol::{Conn, Out};
 use super::registry::{Registry, RoomHandle};
 use crate::config::{Guard, RatePolicy};
+use crate::ws::conn::{Incoming, WsReader, WsWriter};
+use crate::ws::frame::{OP_BINARY, OP_PING, OP_PONG};
 use crate::ws::rates::{Rates, Verdict};
 use crate::ws::relay::GuardStats;
+use crate::ws::relay::Peer;
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Room name from the path after the route prefix: percent-decoded, without leading '/',
@@ -66,24 +65,15 @@ pub struct Traffic {
     pub messages_out: u64,
 }
 
-type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
-
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
-}
-
 /// Serve one connection until it closes, the room refuses a frame, the guard ends it, or
 /// shutdown. Always leaves the room (awareness removal broadcast, unload timer).
-pub async fn serve(upgraded: Upgraded, s: Session) -> (End, Traffic) {
+pub async fn serve(peer: Peer, s: &Session) -> (End, Traffic) {
     let mut conn = Conn {
         read_only: s.access == Access::ReadOnly,
         ..Conn::default()
     };
     let mut traffic = Traffic::default();
-    let end = run(upgraded, &s, &mut conn, &mut traffic).await;
+    let end = run(peer, s, &mut conn, &mut traffic).await;
     let removal = s.room.lock().leave(&mut conn);
     if let Some(f) = removal {
         let _ = s.room.fanout.send(Bytes::from(f));
@@ -92,13 +82,9 @@ pub async fn serve(upgraded: Upgraded, s: Session) -> (End, Traffic) {
     (end, traffic)
 }
 
-/// Write one frame, giving up on a peer that takes no bytes for `slow_reader_timeout`.
-async fn send(sink: &mut Sink, m: Message, s: &Session, t: &mut Traffic) -> Result<(), End> {
-    if let Message::Binary(b) = &m {
-        t.bytes_out += b.len() as u64;
-        t.messages_out += 1;
-    }
-    match tokio::time::timeout(s.guard.slow_reader_timeout, sink.send(m)).await {
+/// Write what is queued, giving up on a peer that takes no bytes for `slow_reader_timeout`.
+async fn flush(wr: &mut WsWriter, s: &Session) -> Result<(), End> {
+    match tokio::time::timeout(s.guard.slow_reader_timeout, wr.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err((1006, "connection lost")),
         Err(_) => {
@@ -108,15 +94,66 @@ async fn send(sink: &mut Sink, m: Message, s: &Session, t: &mut Traffic) -> Resu
     }
 }
 
-/// Send a close frame (bounded by a short wait: the peer may be gone) and end with it.
-async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) -> End {
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        sink.send(close(code, reason)),
-    )
-    .await;
-    (code, reason)
+/// Write `first` and whatever else the fan-out already holds for this connection (at most
+/// `BATCH` frames) with one write: a connection that fell behind catches up in one system call
+/// instead of one per frame. A receiver that lagged past the fan-out's capacity is closed.
+async fn send_batch(
+    wr: &mut WsWriter,
+    rd: &mut WsReader,
+    first: Bytes,
+    fanout: &mut broadcast::Receiver<Bytes>,
+    s: &Session,
+    t: &mut Traffic,
+) -> Result<(), End> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    const BATCH: usize = 256;
+    let mut next = Some(first);
+    let mut n = 0;
+    let mut lagged = false;
+    while let Some(f) = next.take() {
+        t.bytes_out += f.len() as u64;
+        t.messages_out += 1;
+        wr.queue(OP_BINARY, &f);
+        n += 1;
+        if n < BATCH {
+            match fanout.try_recv() {
+                Ok(f) => next = Some(f),
+                Err(TryRecvError::Lagged(_)) => lagged = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => {}
+            }
+        }
+    }
+    flush(wr, s).await?;
+    if lagged {
+        // Too slow to keep up with the room: close rather than buffer without bound.
+        s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+        return Err(close_with(wr, rd, 1013, "too slow for this room").await);
+    }
+    Ok(())
 }
+
+/// Send a close frame (bounded by a short wait: the peer may be gone), half-close, and give the
+/// peer a moment to read it and answer before the socket goes (unread bytes would reset it).
+/// Boxed: taken once per connection, it should not make every connection's future larger.
+fn close_with<'a>(
+    wr: &'a mut WsWriter,
+    rd: &'a mut WsReader,
+    code: u16,
+    reason: &'static str,
+) -> Pin<Box<dyn Future<Output = End> + Send + 'a>> {
+    Box::pin(async move {
+        wr.queue_close(code, reason);
+        let sent = tokio::time::timeout(CLOSE_WAIT, wr.flush()).await;
+        if matches!(sent, Ok(Ok(()))) {
+            wr.shutdown().await;
+            rd.drain(CLOSE_WAIT).await;
+        }
+        (code, reason)
+    })
+}
+
+/// How long a close may take to write, and then for the peer's answer.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// End the connection with `end` if a write failed.
 macro_rules! sent {
@@ -127,74 +164,70 @@ macro_rules! sent {
     };
 }
 
-async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
+async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
     let g = &s.guard;
     let max_message = g.max_message.min(usize::MAX as u64) as usize;
     let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_frame.min(max_message)))
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0);
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (mut sink, mut stream) = ws.split();
+    let (mut rd, mut wr) = crate::ws::conn::split(peer, max_frame.min(max_message), max_message);
     let mut fanout = s.room.fanout.subscribe();
     let welcome = s.room.lock().welcome();
     for f in welcome {
-        if let Err(end) = send(&mut sink, Message::binary(f), s, t).await {
-            return end;
-        }
+        t.bytes_out += f.len() as u64;
+        t.messages_out += 1;
+        wr.queue(OP_BINARY, &f);
     }
-    let rates = Rates::new(g, s.stats.clone());
-    let mut heartbeat = g.heartbeat_interval.map(|i| {
-        let mut t = tokio::time::interval_at(Instant::now() + i, i);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-    // When the unanswered ping was sent.
-    let mut ping_sent: Option<Instant> = None;
-    let mut last_data = Instant::now();
+    sent!(flush(&mut wr, s).await);
+    // Boxed: most routes have no rates, and a connection's future should not carry them.
+    let rates = Rates::new(g, s.stats.clone()).map(Box::new);
+    // One timer for the heartbeat, the pong deadline and the idle timeout (each connection's
+    // future stays small, and a busy room's wake-ups touch no timer). It may fire early (the idle
+    // deadline moves with every message without re-arming it): it then re-arms.
+    let now = Instant::now();
+    let mut next_ping = g.heartbeat_interval.map(|i| now + i);
+    let mut pong_due: Option<Instant> = None;
+    let mut idle_at = g.idle_timeout.map(|d| now + d);
+    let timer = tokio::time::sleep_until(now);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
-        let beat = async {
-            match heartbeat.as_mut() {
-                Some(t) => t.tick().await,
-                None => std::future::pending().await,
-            }
-        };
-        let pong_due = async {
-            match ping_sent {
-                Some(at) => tokio::time::sleep_until(at + g.heartbeat_timeout).await,
-                None => std::future::pending().await,
-            }
-        };
-        let idle = async {
-            match g.idle_timeout {
-                Some(d) => tokio::time::sleep_until(last_data + d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let due = [next_ping, pong_due, idle_at].into_iter().flatten().min();
+        if let Some(due) = due
+            && armed.is_none_or(|a| due < a)
+        {
+            timer.as_mut().reset(due);
+            armed = Some(due);
+        }
         tokio::select! {
             _ = s.shutdown.cancelled() => {
-                return close_with(&mut sink, 1001, "server shutting down").await;
+                return close_with(&mut wr, &mut rd, 1001, "server shutting down").await;
             }
-            _ = pong_due => {
-                s.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
-                return close_with(&mut sink, 1001, "heartbeat timeout").await;
-            }
-            _ = idle => {
-                s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
-                return close_with(&mut sink, 1001, "idle timeout").await;
-            }
-            _ = beat => {
-                if ping_sent.is_none() {
-                    ping_sent = Some(Instant::now());
-                    sent!(send(&mut sink, Message::Ping(Bytes::new()), s, t).await);
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                let now = Instant::now();
+                if pong_due.is_some_and(|d| d <= now) {
+                    s.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                    return close_with(&mut wr, &mut rd, 1001, "heartbeat timeout").await;
+                }
+                if idle_at.is_some_and(|d| d <= now) {
+                    s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
+                    return close_with(&mut wr, &mut rd, 1001, "idle timeout").await;
+                }
+                if let (Some(at), Some(every)) = (next_ping, g.heartbeat_interval)
+                    && at <= now
+                {
+                    next_ping = Some(now + every);
+                    if pong_due.is_none() {
+                        pong_due = Some(now + g.heartbeat_timeout);
+                        wr.queue(OP_PING, b"");
+                        sent!(flush(&mut wr, s).await);
+                    }
                 }
             }
-            m = stream.next() => match m {
-                Some(Ok(Message::Binary(data))) => {
-                    last_data = Instant::now();
+            m = rd.next() => match m {
+                Ok(Incoming::Binary(data)) => {
+                    if let Some(d) = g.idle_timeout {
+                        idle_at = Some(Instant::now() + d);
+                    }
                     t.bytes_in += data.len() as u64;
                     t.messages_in += 1;
                     if let Some(r) = &rates {
@@ -209,59 +242,77 @@ async fn run(upgraded: Upgraded, s: &Session, conn: &mut Conn, t: &mut Traffic) 
                             }
                             Verdict::Over => {
                                 s.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
-                                return close_with(&mut sink, 1008, "rate limit exceeded").await;
+                                return close_with(&mut wr, &mut rd, 1008, "rate limit exceeded").await;
                             }
                         }
                     }
                     let result = s.room.lock().handle(conn, &data);
                     match result {
                         Ok(outs) => {
+                            let mut reply = false;
                             for o in outs {
                                 match o {
-                                    Out::Reply(f) => sent!(send(&mut sink, Message::binary(f), s, t).await),
+                                    Out::Reply(f) => {
+                                        t.bytes_out += f.len() as u64;
+                                        t.messages_out += 1;
+                                        wr.queue(OP_BINARY, &f);
+                                        reply = true;
+                                    }
                                     Out::Broadcast(f) => {
                                         let _ = s.room.fanout.send(Bytes::from(f));
                                     }
                                     Out::Persist(u) => s.room.applied(&u),
                                 }
                             }
+                            if reply {
+                                sent!(flush(&mut wr, s).await);
+                            }
                         }
                         Err(e) => {
                             tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
                             s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                            return close_with(&mut sink, e.close_code(), "invalid message").await;
+                            return close_with(&mut wr, &mut rd, e.close_code(), "invalid message").await;
                         }
                     }
                 }
-                Some(Ok(Message::Text(_))) => {
+                Ok(Incoming::Text(_)) => {
                     s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(&mut sink, 1003, "binary frames only").await;
+                    return close_with(&mut wr, &mut rd, 1003, "binary frames only").await;
                 }
-                Some(Ok(Message::Pong(_))) => ping_sent = None,
-                Some(Ok(Message::Close(_))) | None => return (1000, "closed"),
-                Some(Ok(_)) => {} // pings: tungstenite answers them itself
-                Some(Err(e)) => {
-                    use tokio_tungstenite::tungstenite::Error as E;
-                    use tokio_tungstenite::tungstenite::error::CapacityError;
-                    return match e {
-                        E::Capacity(CapacityError::MessageTooLong { .. }) => {
-                            s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
-                            close_with(&mut sink, 1009, "message too big").await
-                        }
-                        E::Protocol(_) | E::Utf8(_) | E::Capacity(_) => {
-                            s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                            close_with(&mut sink, 1002, "bad frame").await
-                        }
-                        _ => (1006, "connection lost"),
+                Ok(Incoming::Ping(p)) => {
+                    wr.queue(OP_PONG, &p);
+                    sent!(flush(&mut wr, s).await);
+                }
+                Ok(Incoming::Pong(_)) => pong_due = None,
+                Ok(Incoming::Close(code)) => {
+                    // Echo the code (RFC 6455 §5.5.1), then the socket closes.
+                    let echo = if code == 1005 { 1000 } else { code };
+                    wr.queue_close(echo, "");
+                    let _ = tokio::time::timeout(CLOSE_WAIT, wr.flush()).await;
+                    return (1000, "closed");
+                }
+                Err(e) => {
+                    let code = e.close_code();
+                    if code == 1006 {
+                        return (1006, "connection lost");
+                    }
+                    tracing::debug!(room = %s.room.name, error = %e, "bad frame");
+                    let why = if code == 1009 {
+                        s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
+                        "message too big"
+                    } else {
+                        s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                        "bad frame"
                     };
+                    return close_with(&mut wr, &mut rd, code, why).await;
                 }
             },
             f = fanout.recv() => match f {
-                Ok(f) => sent!(send(&mut sink, Message::Binary(f), s, t).await),
+                Ok(f) => sent!(send_batch(&mut wr, &mut rd, f, &mut fanout, s, t).await),
                 Err(RecvError::Lagged(_)) => {
                     // Too slow to keep up with the room: close rather than buffer without bound.
                     s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(&mut sink, 1013, "too slow for this room").await;
+                    return close_with(&mut wr, &mut rd, 1013, "too slow for this room").await;
                 }
                 Err(RecvError::Closed) => return (1001, "room closed"),
             },

@@ -1,3 +1,4 @@
+pub mod conn;
 pub mod frame;
 pub mod rates;
 pub mod relay;
