@@ -19,6 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -73,7 +74,11 @@ pub async fn serve(peer: Peer, s: &Session) -> (End, Traffic) {
         ..Conn::default()
     };
     let mut traffic = Traffic::default();
-    let end = run(peer, s, &mut conn, &mut traffic).await;
+    let g = &s.guard;
+    let max_message = g.max_message.min(usize::MAX as u64) as usize;
+    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
+    let (mut rd, mut wr) = crate::ws::conn::split(peer, max_frame.min(max_message), max_message);
+    let end = run(&mut rd, &mut wr, s, &mut conn, &mut traffic).await;
     let removal = s.room.lock().leave(&mut conn);
     if let Some(f) = removal {
         let _ = s.room.fanout.send(Bytes::from(f));
@@ -84,32 +89,42 @@ pub async fn serve(peer: Peer, s: &Session) -> (End, Traffic) {
 
 /// Write what is queued, giving up on a peer that takes no bytes for `slow_reader_timeout`.
 async fn flush(wr: &mut WsWriter, s: &Session) -> Result<(), End> {
-    match tokio::time::timeout(s.guard.slow_reader_timeout, wr.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err((1006, "connection lost")),
-        Err(_) => {
-            s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-            Err((1008, "slow reader"))
+    let first = std::future::poll_fn(|cx| Poll::Ready(wr.poll_flush(cx))).await;
+    let r = match first {
+        Poll::Ready(r) => r,
+        // The peer's socket is full: wait under the slow-reader deadline. Boxed, as it is the
+        // rare path and every connection's future would otherwise carry its timer.
+        Poll::Pending => {
+            let wait = Box::pin(tokio::time::timeout(
+                s.guard.slow_reader_timeout,
+                wr.flush(),
+            ));
+            match wait.await {
+                Ok(r) => r,
+                Err(_) => {
+                    s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+                    return Err((1008, "slow reader"));
+                }
+            }
         }
-    }
+    };
+    r.map_err(|_| (1006, "connection lost"))
 }
 
-/// Write `first` and whatever else the fan-out already holds for this connection (at most
-/// `BATCH` frames) with one write: a connection that fell behind catches up in one system call
-/// instead of one per frame. A receiver that lagged past the fan-out's capacity is closed.
-async fn send_batch(
+/// Queue `first` and whatever else the fan-out already holds for this connection (at most
+/// `BATCH` frames), to go out with one write: a connection that fell behind catches up in one
+/// system call instead of one per frame. True when the receiver lagged past the fan-out's
+/// capacity (frames were lost to it: the connection must close).
+fn queue_batch(
     wr: &mut WsWriter,
-    rd: &mut WsReader,
     first: Bytes,
     fanout: &mut broadcast::Receiver<Bytes>,
-    s: &Session,
     t: &mut Traffic,
-) -> Result<(), End> {
+) -> bool {
     use tokio::sync::broadcast::error::TryRecvError;
     const BATCH: usize = 256;
     let mut next = Some(first);
     let mut n = 0;
-    let mut lagged = false;
     while let Some(f) = next.take() {
         t.bytes_out += f.len() as u64;
         t.messages_out += 1;
@@ -118,18 +133,12 @@ async fn send_batch(
         if n < BATCH {
             match fanout.try_recv() {
                 Ok(f) => next = Some(f),
-                Err(TryRecvError::Lagged(_)) => lagged = true,
+                Err(TryRecvError::Lagged(_)) => return true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => {}
             }
         }
     }
-    flush(wr, s).await?;
-    if lagged {
-        // Too slow to keep up with the room: close rather than buffer without bound.
-        s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-        return Err(close_with(wr, rd, 1013, "too slow for this room").await);
-    }
-    Ok(())
+    false
 }
 
 /// Send a close frame (bounded by a short wait: the peer may be gone), half-close, and give the
@@ -164,11 +173,14 @@ macro_rules! sent {
     };
 }
 
-async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
+async fn run(
+    rd: &mut WsReader,
+    wr: &mut WsWriter,
+    s: &Session,
+    conn: &mut Conn,
+    t: &mut Traffic,
+) -> End {
     let g = &s.guard;
-    let max_message = g.max_message.min(usize::MAX as u64) as usize;
-    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
-    let (mut rd, mut wr) = crate::ws::conn::split(peer, max_frame.min(max_message), max_message);
     let mut fanout = s.room.fanout.subscribe();
     let welcome = s.room.lock().welcome();
     for f in welcome {
@@ -176,7 +188,7 @@ async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
         t.messages_out += 1;
         wr.queue(OP_BINARY, &f);
     }
-    sent!(flush(&mut wr, s).await);
+    sent!(flush(wr, s).await);
     // Boxed: most routes have no rates, and a connection's future should not carry them.
     let rates = Rates::new(g, s.stats.clone()).map(Box::new);
     // One timer for the heartbeat, the pong deadline and the idle timeout (each connection's
@@ -199,18 +211,18 @@ async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
         }
         tokio::select! {
             _ = s.shutdown.cancelled() => {
-                return close_with(&mut wr, &mut rd, 1001, "server shutting down").await;
+                return close_with(wr, rd, 1001, "server shutting down").await;
             }
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
                 let now = Instant::now();
                 if pong_due.is_some_and(|d| d <= now) {
                     s.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(&mut wr, &mut rd, 1001, "heartbeat timeout").await;
+                    return close_with(wr, rd, 1001, "heartbeat timeout").await;
                 }
                 if idle_at.is_some_and(|d| d <= now) {
                     s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(&mut wr, &mut rd, 1001, "idle timeout").await;
+                    return close_with(wr, rd, 1001, "idle timeout").await;
                 }
                 if let (Some(at), Some(every)) = (next_ping, g.heartbeat_interval)
                     && at <= now
@@ -219,11 +231,11 @@ async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
                     if pong_due.is_none() {
                         pong_due = Some(now + g.heartbeat_timeout);
                         wr.queue(OP_PING, b"");
-                        sent!(flush(&mut wr, s).await);
+                        sent!(flush(wr, s).await);
                     }
                 }
             }
-            m = rd.next() => match m {
+            m = std::future::poll_fn(|cx| rd.poll_next(cx)) => match m {
                 Ok(Incoming::Binary(data)) => {
                     if let Some(d) = g.idle_timeout {
                         idle_at = Some(Instant::now() + d);
@@ -242,7 +254,7 @@ async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
                             }
                             Verdict::Over => {
                                 s.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
-                                return close_with(&mut wr, &mut rd, 1008, "rate limit exceeded").await;
+                                return close_with(wr, rd, 1008, "rate limit exceeded").await;
                             }
                         }
                     }
@@ -265,23 +277,23 @@ async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
                                 }
                             }
                             if reply {
-                                sent!(flush(&mut wr, s).await);
+                                sent!(flush(wr, s).await);
                             }
                         }
                         Err(e) => {
                             tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
                             s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                            return close_with(&mut wr, &mut rd, e.close_code(), "invalid message").await;
+                            return close_with(wr, rd, e.close_code(), "invalid message").await;
                         }
                     }
                 }
                 Ok(Incoming::Text(_)) => {
                     s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(&mut wr, &mut rd, 1003, "binary frames only").await;
+                    return close_with(wr, rd, 1003, "binary frames only").await;
                 }
                 Ok(Incoming::Ping(p)) => {
                     wr.queue(OP_PONG, &p);
-                    sent!(flush(&mut wr, s).await);
+                    sent!(flush(wr, s).await);
                 }
                 Ok(Incoming::Pong(_)) => pong_due = None,
                 Ok(Incoming::Close(code)) => {
@@ -304,15 +316,23 @@ async fn run(peer: Peer, s: &Session, conn: &mut Conn, t: &mut Traffic) -> End {
                         s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
                         "bad frame"
                     };
-                    return close_with(&mut wr, &mut rd, code, why).await;
+                    return close_with(wr, rd, code, why).await;
                 }
             },
             f = fanout.recv() => match f {
-                Ok(f) => sent!(send_batch(&mut wr, &mut rd, f, &mut fanout, s, t).await),
+                Ok(f) => {
+                    let lagged = queue_batch(wr, f, &mut fanout, t);
+                    sent!(flush(wr, s).await);
+                    if lagged {
+                        // Too slow to keep up with the room: close rather than buffer without bound.
+                        s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+                        return close_with(wr, rd, 1013, "too slow for this room").await;
+                    }
+                }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow to keep up with the room: close rather than buffer without bound.
                     s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(&mut wr, &mut rd, 1013, "too slow for this room").await;
+                    return close_with(wr, rd, 1013, "too slow for this room").await;
                 }
                 Err(RecvError::Closed) => return (1001, "room closed"),
             },

@@ -13,11 +13,15 @@
 use super::frame::{self, FrameError, FrameHeader};
 use super::relay::{BoxWrite, Peer, Reader};
 use bytes::{Buf, Bytes, BytesMut};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Smallest read offered; a frame announced larger gets room for itself (up to `MAX_READ`).
+/// Bytes read per call (into a stack buffer, then kept only as part of an unfinished frame).
+const PROBE: usize = 4 * 1024;
+/// Room made at once for a frame announced larger than what is held (up to `MAX_READ`).
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
@@ -96,7 +100,7 @@ impl Decoder {
 
     /// The next complete message, `Ok(None)` when more bytes are needed. Limits are enforced as
     /// soon as a header announces a length, before the payload is read.
-    pub fn next(&mut self) -> Result<Option<Incoming>, WsError> {
+    pub fn decode(&mut self) -> Result<Option<Incoming>, WsError> {
         loop {
             let Some(h) = FrameHeader::parse(&self.buf)? else {
                 self.need = 0;
@@ -218,37 +222,34 @@ impl WsReader {
         WsReader { rd, dec }
     }
 
+    /// The next message. Reads go through a buffer on the stack and only bytes of an unfinished
+    /// frame are kept, so a connection waiting for data holds no buffer; and as a plain poll
+    /// function, waiting adds nothing to the caller's future (no readiness future).
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, WsError>> {
+        loop {
+            if let Some(m) = self.dec.decode()? {
+                return Poll::Ready(Ok(m));
+            }
+            let mut probe = [0u8; PROBE];
+            let mut rb = ReadBuf::new(&mut probe);
+            match &mut self.rd {
+                Reader::Tcp(tcp) => ready!(Pin::new(tcp).poll_read(cx, &mut rb))?,
+                Reader::Other(r) => ready!(Pin::new(r).poll_read(cx, &mut rb))?,
+            }
+            if rb.filled().is_empty() {
+                return Poll::Ready(Err(WsError::Eof));
+            }
+            if self.dec.need > 0 {
+                // A large frame: make room for it at once rather than doubling step by step.
+                self.dec.buf.reserve(self.dec.want());
+            }
+            self.dec.extend(rb.filled());
+        }
+    }
+
     /// The next message. Cancel-safe: bytes read stay in the decoder.
     pub async fn next(&mut self) -> Result<Incoming, WsError> {
-        loop {
-            if let Some(m) = self.dec.next()? {
-                return Ok(m);
-            }
-            let want = self.dec.want();
-            let n = match &mut self.rd {
-                Reader::Tcp(tcp) => loop {
-                    // Wait with no buffer reserved: an idle connection holds none.
-                    tcp.readable().await?;
-                    self.dec.buf.reserve(want);
-                    match tcp.try_read_buf(&mut self.dec.buf) {
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            if self.dec.buf.is_empty() {
-                                self.dec.buf = BytesMut::new();
-                            }
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                },
-                Reader::Other(r) => {
-                    self.dec.buf.reserve(want);
-                    r.read_buf(&mut self.dec.buf).await?
-                }
-            };
-            if n == 0 {
-                return Err(WsError::Eof);
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// Read and discard until the peer's close frame or EOF, at most `limit` (after sending a
@@ -270,6 +271,8 @@ impl WsReader {
 pub struct WsWriter {
     wr: BoxWrite,
     out: Vec<u8>,
+    /// How much of `out` is already written.
+    written: usize,
 }
 
 impl WsWriter {
@@ -277,6 +280,7 @@ impl WsWriter {
         WsWriter {
             wr,
             out: Vec::new(),
+            written: 0,
         }
     }
 
@@ -302,13 +306,24 @@ impl WsWriter {
         self.queue(frame::OP_CLOSE, &frame::close_payload(code, reason));
     }
 
-    /// Write everything queued. Cancel-safe only in the sense that a cancelled flush leaves the
-    /// stream mid-frame: the caller must then drop the connection.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.wr.write_all(&self.out).await?;
-        self.wr.flush().await?;
+    /// Write everything queued, then free the buffer. Progress is kept in `self`, so a flush
+    /// can be polled again after `Pending` (and more frames queued meanwhile).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.wr).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        ready!(Pin::new(&mut self.wr).poll_flush(cx))?;
         self.out = Vec::new();
-        Ok(())
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Half-close after the close frame.
@@ -347,11 +362,11 @@ mod tests {
         let f = client(frame::OP_BINARY, true, b"hello");
         for b in &f[..f.len() - 1] {
             d.extend(&[*b]);
-            assert_eq!(d.next().unwrap(), None);
+            assert_eq!(d.decode().unwrap(), None);
         }
         d.extend(&f[f.len() - 1..]);
         assert_eq!(
-            d.next().unwrap(),
+            d.decode().unwrap(),
             Some(Incoming::Binary(Bytes::from_static(b"hello")))
         );
         assert!(!d.holds_bytes());
@@ -361,14 +376,14 @@ mod tests {
         two.extend(client(frame::OP_PING, true, b"p"));
         d.extend(&two);
         assert_eq!(
-            d.next().unwrap(),
+            d.decode().unwrap(),
             Some(Incoming::Binary(Bytes::from_static(b"a")))
         );
         assert_eq!(
-            d.next().unwrap(),
+            d.decode().unwrap(),
             Some(Incoming::Ping(Bytes::from_static(b"p")))
         );
-        assert_eq!(d.next().unwrap(), None);
+        assert_eq!(d.decode().unwrap(), None);
     }
 
     #[test]
@@ -378,9 +393,9 @@ mod tests {
         d.extend(&client(frame::OP_PING, true, b""));
         d.extend(&client(frame::OP_CONT, false, b"cd"));
         d.extend(&client(frame::OP_CONT, true, b"e"));
-        assert_eq!(d.next().unwrap(), Some(Incoming::Ping(Bytes::new())));
+        assert_eq!(d.decode().unwrap(), Some(Incoming::Ping(Bytes::new())));
         assert_eq!(
-            d.next().unwrap(),
+            d.decode().unwrap(),
             Some(Incoming::Binary(Bytes::from_static(b"abcde")))
         );
     }
@@ -393,9 +408,9 @@ mod tests {
             true,
             &frame::close_payload(4001, "bye"),
         ));
-        assert_eq!(d.next().unwrap(), Some(Incoming::Close(4001)));
+        assert_eq!(d.decode().unwrap(), Some(Incoming::Close(4001)));
         d.extend(&client(frame::OP_CLOSE, true, b""));
-        assert_eq!(d.next().unwrap(), Some(Incoming::Close(1005)));
+        assert_eq!(d.decode().unwrap(), Some(Incoming::Close(1005)));
         for bad in [
             vec![3u8],
             1005u16.to_be_bytes().to_vec(),
@@ -403,7 +418,7 @@ mod tests {
         ] {
             let mut d = dec();
             d.extend(&client(frame::OP_CLOSE, true, &bad));
-            assert!(matches!(d.next(), Err(WsError::BadClose)), "{bad:?}");
+            assert!(matches!(d.decode(), Err(WsError::BadClose)), "{bad:?}");
         }
     }
 
@@ -429,7 +444,7 @@ mod tests {
             let mut d = dec();
             d.extend(c);
             let e = loop {
-                match d.next() {
+                match d.decode() {
                     Ok(Some(_)) => continue,
                     Ok(None) => panic!("case {i}: accepted"),
                     Err(e) => break e,
@@ -444,12 +459,12 @@ mod tests {
         let mut d = dec();
         let f = client(frame::OP_BINARY, true, &[0u8; 1001]);
         d.extend(&f[..8]); // header only
-        assert!(matches!(d.next(), Err(WsError::FrameTooBig(1001, 1000))));
+        assert!(matches!(d.decode(), Err(WsError::FrameTooBig(1001, 1000))));
         let mut d = dec();
         d.extend(&client(frame::OP_BINARY, false, &[0u8; 1000]));
         d.extend(&client(frame::OP_CONT, false, &[0u8; 1000]));
         d.extend(&client(frame::OP_CONT, true, &[0u8; 1])[..6]);
-        let e = d.next().unwrap_err();
+        let e = d.decode().unwrap_err();
         assert_eq!(e.close_code(), 1009, "{e}");
     }
 
@@ -459,12 +474,13 @@ mod tests {
         assert_eq!(d.want(), MIN_READ);
         let f = client(frame::OP_BINARY, true, &vec![7u8; 100_000]);
         d.extend(&f[..100]);
-        assert_eq!(d.next().unwrap(), None);
+        assert_eq!(d.decode().unwrap(), None);
         assert_eq!(d.want(), f.len() - 100);
     }
 
     #[test]
     fn writer_frames_are_unmasked_and_sized() {
+        use tokio::io::AsyncReadExt;
         let (a, mut b) = tokio::io::duplex(1 << 20);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
