@@ -113,7 +113,8 @@ pub struct RouteConfig {
     /// Time from sending the request to the upstream's response head (default 60 s; 504).
     pub response_timeout: Duration,
     /// Heartbeat, limits and rates for this route's WebSockets (`[guard]` overlaid by `guard`).
-    pub guard: Guard,
+    /// Shared: every hosted connection keeps a handle, not a copy.
+    pub guard: std::sync::Arc<Guard>,
 }
 
 #[derive(Debug, Clone)]
@@ -626,7 +627,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|d| d.get_ref().0)
                 .unwrap_or(Duration::from_secs(60)),
-            guard: route_guard?,
+            guard: std::sync::Arc::new(route_guard?),
         })
     }
 }

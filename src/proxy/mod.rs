@@ -677,7 +677,7 @@ async fn rooms_upgrade(
             code,
             [(t.bytes_in, t.messages_in), (t.bytes_out, t.messages_out)],
         );
-        log.room(&name, code, why, started);
+        log.room(&session.room.name, code, why, started);
     };
     proxy.tracker.spawn(Box::pin(fut));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

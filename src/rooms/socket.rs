@@ -49,7 +49,7 @@ pub struct Session {
     pub registry: Arc<Registry>,
     pub room: Arc<RoomHandle>,
     pub access: Access,
-    pub guard: Guard,
+    pub guard: Arc<Guard>,
     pub stats: Arc<GuardStats>,
     pub shutdown: CancellationToken,
 }
@@ -68,16 +68,23 @@ pub struct Traffic {
 
 /// Serve one connection until it closes, the room refuses a frame, the guard ends it, or
 /// shutdown. Always leaves the room (awareness removal broadcast, unload timer).
-pub async fn serve(peer: Peer, s: &Session) -> (End, Traffic) {
+/// (Not an `async fn`: the peer is split before the future exists, so the future does not also
+/// carry the peer.)
+pub fn serve(peer: Peer, s: &Session) -> impl Future<Output = (End, Traffic)> + Send + '_ {
+    let g = &s.guard;
+    let max_message = g.max_message.min(usize::MAX as u64) as usize;
+    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
+    let (rd, wr) = crate::ws::conn::split(peer, max_frame.min(max_message), max_message);
+    serve_split(rd, wr, s)
+}
+
+/// `serve` after the split (the halves are this future's own state, not copies of the peer).
+async fn serve_split(mut rd: WsReader, mut wr: WsWriter, s: &Session) -> (End, Traffic) {
     let mut conn = Conn {
         read_only: s.access == Access::ReadOnly,
         ..Conn::default()
     };
     let mut traffic = Traffic::default();
-    let g = &s.guard;
-    let max_message = g.max_message.min(usize::MAX as u64) as usize;
-    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
-    let (mut rd, mut wr) = crate::ws::conn::split(peer, max_frame.min(max_message), max_message);
     let end = run(&mut rd, &mut wr, s, &mut conn, &mut traffic).await;
     let removal = s.room.lock().leave(&mut conn);
     if let Some(f) = removal {
@@ -194,11 +201,15 @@ async fn run(
     // One timer for the heartbeat, the pong deadline and the idle timeout (each connection's
     // future stays small, and a busy room's wake-ups touch no timer). It may fire early (the idle
     // deadline moves with every message without re-arming it): it then re-arms.
-    let now = Instant::now();
-    let mut next_ping = g.heartbeat_interval.map(|i| now + i);
+    let (mut next_ping, mut idle_at) = {
+        let now = Instant::now();
+        (
+            g.heartbeat_interval.map(|i| now + i),
+            g.idle_timeout.map(|d| now + d),
+        )
+    };
     let mut pong_due: Option<Instant> = None;
-    let mut idle_at = g.idle_timeout.map(|d| now + d);
-    let timer = tokio::time::sleep_until(now);
+    let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
