@@ -7,7 +7,9 @@
 //! - [`proxy`]: route table (host, path prefix), hop-by-hop rules, HTTP forwarding to pooled
 //!   HTTP/1.1 upstreams, WebSocket handshake forwarding.
 //! - [`ws`]: the sans-IO frame scanner and the frame-aware relay between client and upstream,
-//!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in.
+//!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in;
+//!   `ws::conn`, the server end of WebSockets wsedge terminates itself (rooms): message
+//!   decoding without a buffer held while idle.
 //! - [`limits`]: WebSocket admission (handshake rates, per-IP and total caps, client IP from
 //!   trusted proxies).
 //! - [`rooms`]: hosted Yjs rooms (y-websocket protocol sans-IO, registry, socket side under the
@@ -23,6 +25,9 @@
 //! `plain_http` routes; the rest is redirected) -> plain HTTP is streamed to the upstream pool;
 //! a WebSocket upgrade is admitted by `limits`, forwarded to the upstream, both 101s are relayed
 //! and `ws::relay` pumps frames both ways until a close, a death, a guard limit, or shutdown.
+//! A rooms route answers the upgrade itself (auth, origin, admission), joins the room in its
+//! registry and `rooms::socket` runs the connection over `ws::conn`: the welcome, then client
+//! frames into the room's sans-IO protocol and the room's fan-out (batched) back out.
 #![forbid(unsafe_code)]
 
 pub mod admin;
