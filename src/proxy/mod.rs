@@ -660,6 +660,8 @@ async fn rooms_upgrade(
         stats: proxy.guard_stats.clone(),
         shutdown: ctx.closing.clone(),
     };
+    // Kept for the session's end only when the access log is on (three strings per connection).
+    let log = log.enabled.then(|| Box::new(log));
     let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
             // The client went away before the switch: still leave the room.
@@ -669,7 +671,7 @@ async fn rooms_upgrade(
         let started = Instant::now();
         let _open = crate::metrics::OpenGuard::new(&route_label, "room");
         let ((code, why), t) =
-            crate::rooms::socket::serve(websocket::client_peer(upgraded), &session).await;
+            crate::rooms::socket::serve(websocket::client_io(upgraded), &session).await;
         drop(permit);
         crate::metrics::ws_session(
             &route_label,
@@ -677,7 +679,9 @@ async fn rooms_upgrade(
             code,
             [(t.bytes_in, t.messages_in), (t.bytes_out, t.messages_out)],
         );
-        log.room(&session.room.name, code, why, started);
+        if let Some(log) = log {
+            log.room(&session.room.name, code, why, started);
+        }
     };
     proxy.tracker.spawn(Box::pin(fut));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

@@ -140,9 +140,27 @@ pub async fn forward(
         .expect("valid 101 response"))
 }
 
+/// Take the client connection back from hyper, unsplit (for WebSockets wsedge ends itself):
+/// the stream and hyper's read-ahead bytes.
+pub(crate) fn client_io(up: Upgraded) -> (crate::ws::conn::Io, bytes::Bytes) {
+    use crate::ws::conn::Io;
+    type Plain = TokioIo<Tracked<TcpStream>>;
+    type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
+    match up.downcast::<Plain>() {
+        Ok(p) => (Io::Tcp(p.io.into_inner().into_inner()), p.read_buf),
+        Err(up) => match up.downcast::<Tls>() {
+            Ok(p) => (
+                Io::Other(Box::new(p.io.into_inner().into_inner())),
+                p.read_buf,
+            ),
+            Err(up) => (Io::Other(Box::new(TokioIo::new(up))), bytes::Bytes::new()),
+        },
+    }
+}
+
 /// Take the client connection back from hyper: plain TCP splits lock-free; TLS and anything else
 /// go through tokio's split. hyper's read-ahead bytes come along as the prefix.
-pub(crate) fn client_peer(up: Upgraded) -> Peer {
+fn client_peer(up: Upgraded) -> Peer {
     type Plain = TokioIo<Tracked<TcpStream>>;
     type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
     match up.downcast::<Plain>() {

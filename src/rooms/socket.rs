@@ -9,11 +9,10 @@ use super::auth::Access;
 use super::protocol::{Conn, Out};
 use super::registry::{Registry, RoomHandle};
 use crate::config::{Guard, RatePolicy};
-use crate::ws::conn::{Incoming, WsReader, WsWriter};
+use crate::ws::conn::{Incoming, Io, WsConn};
 use crate::ws::frame::{OP_BINARY, OP_PING, OP_PONG};
 use crate::ws::rates::{Rates, Verdict};
 use crate::ws::relay::GuardStats;
-use crate::ws::relay::Peer;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,35 +67,36 @@ pub struct Traffic {
 
 /// Serve one connection until it closes, the room refuses a frame, the guard ends it, or
 /// shutdown. Always leaves the room (awareness removal broadcast, unload timer).
-/// (Not an `async fn`: the peer is split before the future exists, so the future does not also
-/// carry the peer.)
-pub fn serve(peer: Peer, s: &Session) -> impl Future<Output = (End, Traffic)> + Send + '_ {
+/// (Not an `async fn`: an `async fn` keeps its arguments twice — as arguments and as the body's
+/// locals — in its state, which every idle connection carries; an `async move` block uses what it
+/// captured in place.)
+pub fn serve(
+    (io, prefix): (Io, Bytes),
+    s: &Session,
+) -> impl Future<Output = (End, Traffic)> + Send + '_ {
     let g = &s.guard;
     let max_message = g.max_message.min(usize::MAX as u64) as usize;
     let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
-    let (rd, wr) = crate::ws::conn::split(peer, max_frame.min(max_message), max_message);
-    serve_split(rd, wr, s)
-}
-
-/// `serve` after the split (the halves are this future's own state, not copies of the peer).
-async fn serve_split(mut rd: WsReader, mut wr: WsWriter, s: &Session) -> (End, Traffic) {
-    let mut conn = Conn {
-        read_only: s.access == Access::ReadOnly,
-        ..Conn::default()
-    };
-    let mut traffic = Traffic::default();
-    let end = run(&mut rd, &mut wr, s, &mut conn, &mut traffic).await;
-    let removal = s.room.lock().leave(&mut conn);
-    if let Some(f) = removal {
-        let _ = s.room.fanout.send(Bytes::from(f));
+    let mut ws = WsConn::new(io, prefix, max_frame.min(max_message), max_message);
+    async move {
+        let mut conn = Conn {
+            read_only: s.access == Access::ReadOnly,
+            ..Conn::default()
+        };
+        let mut traffic = Traffic::default();
+        let end = run(&mut ws, s, &mut conn, &mut traffic).await;
+        let removal = s.room.lock().leave(&mut conn);
+        if let Some(f) = removal {
+            let _ = s.room.fanout.send(Bytes::from(f));
+        }
+        s.registry.leave(&s.room);
+        (end, traffic)
     }
-    s.registry.leave(&s.room);
-    (end, traffic)
 }
 
 /// Write what is queued, giving up on a peer that takes no bytes for `slow_reader_timeout`.
-async fn flush(wr: &mut WsWriter, s: &Session) -> Result<(), End> {
-    let first = std::future::poll_fn(|cx| Poll::Ready(wr.poll_flush(cx))).await;
+async fn flush(ws: &mut WsConn, s: &Session) -> Result<(), End> {
+    let first = std::future::poll_fn(|cx| Poll::Ready(ws.poll_flush(cx))).await;
     let r = match first {
         Poll::Ready(r) => r,
         // The peer's socket is full: wait under the slow-reader deadline. Boxed, as it is the
@@ -104,7 +104,7 @@ async fn flush(wr: &mut WsWriter, s: &Session) -> Result<(), End> {
         Poll::Pending => {
             let wait = Box::pin(tokio::time::timeout(
                 s.guard.slow_reader_timeout,
-                wr.flush(),
+                ws.flush(),
             ));
             match wait.await {
                 Ok(r) => r,
@@ -123,7 +123,7 @@ async fn flush(wr: &mut WsWriter, s: &Session) -> Result<(), End> {
 /// system call instead of one per frame. True when the receiver lagged past the fan-out's
 /// capacity (frames were lost to it: the connection must close).
 fn queue_batch(
-    wr: &mut WsWriter,
+    ws: &mut WsConn,
     first: Bytes,
     fanout: &mut broadcast::Receiver<Bytes>,
     t: &mut Traffic,
@@ -135,7 +135,7 @@ fn queue_batch(
     while let Some(f) = next.take() {
         t.bytes_out += f.len() as u64;
         t.messages_out += 1;
-        wr.queue(OP_BINARY, &f);
+        ws.queue(OP_BINARY, &f);
         n += 1;
         if n < BATCH {
             match fanout.try_recv() {
@@ -152,17 +152,16 @@ fn queue_batch(
 /// peer a moment to read it and answer before the socket goes (unread bytes would reset it).
 /// Boxed: taken once per connection, it should not make every connection's future larger.
 fn close_with<'a>(
-    wr: &'a mut WsWriter,
-    rd: &'a mut WsReader,
+    ws: &'a mut WsConn,
     code: u16,
     reason: &'static str,
 ) -> Pin<Box<dyn Future<Output = End> + Send + 'a>> {
     Box::pin(async move {
-        wr.queue_close(code, reason);
-        let sent = tokio::time::timeout(CLOSE_WAIT, wr.flush()).await;
+        ws.queue_close(code, reason);
+        let sent = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
         if matches!(sent, Ok(Ok(()))) {
-            wr.shutdown().await;
-            rd.drain(CLOSE_WAIT).await;
+            ws.shutdown().await;
+            ws.drain(CLOSE_WAIT).await;
         }
         (code, reason)
     })
@@ -180,175 +179,218 @@ macro_rules! sent {
     };
 }
 
-async fn run(
-    rd: &mut WsReader,
-    wr: &mut WsWriter,
-    s: &Session,
-    conn: &mut Conn,
-    t: &mut Traffic,
-) -> End {
-    let g = &s.guard;
-    let mut fanout = s.room.fanout.subscribe();
-    let welcome = s.room.lock().welcome();
-    for f in welcome {
-        t.bytes_out += f.len() as u64;
-        t.messages_out += 1;
-        wr.queue(OP_BINARY, &f);
-    }
-    sent!(flush(wr, s).await);
-    // Boxed: most routes have no rates, and a connection's future should not carry them.
-    let rates = Rates::new(g, s.stats.clone()).map(Box::new);
-    // One timer for the heartbeat, the pong deadline and the idle timeout (each connection's
-    // future stays small, and a busy room's wake-ups touch no timer). It may fire early (the idle
-    // deadline moves with every message without re-arming it): it then re-arms.
-    let (mut next_ping, mut idle_at) = {
-        let now = Instant::now();
-        (
-            g.heartbeat_interval.map(|i| now + i),
-            g.idle_timeout.map(|d| now + d),
-        )
-    };
-    let mut pong_due: Option<Instant> = None;
-    let timer = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-    loop {
-        let due = [next_ping, pong_due, idle_at].into_iter().flatten().min();
-        if let Some(due) = due
-            && armed.is_none_or(|a| due < a)
-        {
-            timer.as_mut().reset(due);
-            armed = Some(due);
+/// (A plain fn returning an `async move` block, like `serve`: the references are used in place
+/// rather than stored twice.)
+fn run<'a>(
+    ws: &'a mut WsConn,
+    s: &'a Session,
+    conn: &'a mut Conn,
+    t: &'a mut Traffic,
+) -> impl Future<Output = End> + Send + 'a {
+    async move {
+        let mut fanout = s.room.fanout.subscribe();
+        let welcome = s.room.lock().welcome();
+        for f in welcome {
+            t.bytes_out += f.len() as u64;
+            t.messages_out += 1;
+            ws.queue(OP_BINARY, &f);
         }
-        tokio::select! {
-            _ = s.shutdown.cancelled() => {
-                return close_with(wr, rd, 1001, "server shutting down").await;
+        sent!(flush(ws, s).await);
+        let g = &s.guard;
+        // Boxed: most routes have no rates, and a connection's future should not carry them.
+        let rates = Rates::new(g, s.stats.clone()).map(Box::new);
+        // One timer for the heartbeat, the pong deadline and the idle timeout (each connection's
+        // future stays small, and a busy room's wake-ups touch no timer). It may fire early (the idle
+        // deadline moves with every message without re-arming it): it then re-arms.
+        let (mut next_ping, mut idle_at) = {
+            let now = Instant::now();
+            (
+                g.heartbeat_interval.map(|i| now + i),
+                g.idle_timeout.map(|d| now + d),
+            )
+        };
+        let mut pong_due: Option<Instant> = None;
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let due = [next_ping, pong_due, idle_at].into_iter().flatten().min();
+            if let Some(due) = due
+                && armed.is_none_or(|a| due < a)
+            {
+                timer.as_mut().reset(due);
+                armed = Some(due);
             }
-            _ = &mut timer, if armed.is_some() => {
-                armed = None;
-                let now = Instant::now();
-                if pong_due.is_some_and(|d| d <= now) {
-                    s.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(wr, rd, 1001, "heartbeat timeout").await;
-                }
-                if idle_at.is_some_and(|d| d <= now) {
-                    s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(wr, rd, 1001, "idle timeout").await;
-                }
-                if let (Some(at), Some(every)) = (next_ping, g.heartbeat_interval)
-                    && at <= now
-                {
-                    next_ping = Some(now + every);
-                    if pong_due.is_none() {
-                        pong_due = Some(now + g.heartbeat_timeout);
-                        wr.queue(OP_PING, b"");
-                        sent!(flush(wr, s).await);
+            // Wait for something, decide what to do without waiting, then do the one write or
+            // close it needs: the state kept across the wait stays what an idle connection needs.
+            let ev = tokio::select! {
+                _ = s.shutdown.cancelled() => Event::Shutdown,
+                _ = &mut timer, if armed.is_some() => Event::Timer,
+                m = std::future::poll_fn(|cx| ws.poll_next(cx)) => Event::Message(m),
+                f = fanout.recv() => Event::Fanout(f),
+            };
+            let step = match ev {
+                Event::Shutdown => Step::Close(1001, "server shutting down"),
+                Event::Timer => {
+                    armed = None;
+                    let now = Instant::now();
+                    if pong_due.is_some_and(|d| d <= now) {
+                        s.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                        Step::Close(1001, "heartbeat timeout")
+                    } else if idle_at.is_some_and(|d| d <= now) {
+                        s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
+                        Step::Close(1001, "idle timeout")
+                    } else if let (Some(at), Some(every)) = (next_ping, g.heartbeat_interval)
+                        && at <= now
+                    {
+                        next_ping = Some(now + every);
+                        if pong_due.is_none() {
+                            pong_due = Some(now + g.heartbeat_timeout);
+                            ws.queue(OP_PING, b"");
+                            Step::Flush
+                        } else {
+                            Step::Continue
+                        }
+                    } else {
+                        Step::Continue
                     }
                 }
-            }
-            m = std::future::poll_fn(|cx| rd.poll_next(cx)) => match m {
-                Ok(Incoming::Binary(data)) => {
+                Event::Message(Ok(Incoming::Binary(data))) => {
                     if let Some(d) = g.idle_timeout {
                         idle_at = Some(Instant::now() + d);
                     }
                     t.bytes_in += data.len() as u64;
                     t.messages_in += 1;
-                    if let Some(r) = &rates {
-                        match r.admit(true, data.len() as u64).await {
-                            Verdict::Pass { throttled: true } => {
+                    let verdict = match &rates {
+                        // Boxed for the same reason (it holds a timer for `throttle`).
+                        Some(r) => Box::pin(r.admit(true, data.len() as u64)).await,
+                        None => Verdict::Pass { throttled: false },
+                    };
+                    match verdict {
+                        Verdict::Pass { throttled } => {
+                            if throttled {
                                 s.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
                             }
-                            Verdict::Pass { throttled: false } => {}
-                            Verdict::Over if r.policy == RatePolicy::Drop => {
-                                s.stats.rate_drops.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                            Verdict::Over => {
-                                s.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
-                                return close_with(wr, rd, 1008, "rate limit exceeded").await;
-                            }
-                        }
-                    }
-                    let result = s.room.lock().handle(conn, &data);
-                    match result {
-                        Ok(outs) => {
-                            let mut reply = false;
-                            for o in outs {
-                                match o {
-                                    Out::Reply(f) => {
-                                        t.bytes_out += f.len() as u64;
-                                        t.messages_out += 1;
-                                        wr.queue(OP_BINARY, &f);
-                                        reply = true;
+                            let result = s.room.lock().handle(conn, &data);
+                            drop(data);
+                            match result {
+                                Ok(outs) => {
+                                    let mut step = Step::Continue;
+                                    for o in outs {
+                                        match o {
+                                            Out::Reply(f) => {
+                                                t.bytes_out += f.len() as u64;
+                                                t.messages_out += 1;
+                                                ws.queue(OP_BINARY, &f);
+                                                step = Step::Flush;
+                                            }
+                                            Out::Broadcast(f) => {
+                                                let _ = s.room.fanout.send(Bytes::from(f));
+                                            }
+                                            Out::Persist(u) => s.room.applied(&u),
+                                        }
                                     }
-                                    Out::Broadcast(f) => {
-                                        let _ = s.room.fanout.send(Bytes::from(f));
-                                    }
-                                    Out::Persist(u) => s.room.applied(&u),
+                                    step
+                                }
+                                Err(e) => {
+                                    tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
+                                    s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                                    Step::Close(e.close_code(), "invalid message")
                                 }
                             }
-                            if reply {
-                                sent!(flush(wr, s).await);
-                            }
                         }
-                        Err(e) => {
-                            tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
-                            s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                            return close_with(wr, rd, e.close_code(), "invalid message").await;
+                        Verdict::Over
+                            if rates.as_ref().is_some_and(|r| r.policy == RatePolicy::Drop) =>
+                        {
+                            s.stats.rate_drops.fetch_add(1, Ordering::Relaxed);
+                            Step::Continue
+                        }
+                        Verdict::Over => {
+                            s.stats.rate_closes.fetch_add(1, Ordering::Relaxed);
+                            Step::Close(1008, "rate limit exceeded")
                         }
                     }
                 }
-                Ok(Incoming::Text(_)) => {
+                Event::Message(Ok(Incoming::Text(_))) => {
                     s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(wr, rd, 1003, "binary frames only").await;
+                    Step::Close(1003, "binary frames only")
                 }
-                Ok(Incoming::Ping(p)) => {
-                    wr.queue(OP_PONG, &p);
-                    sent!(flush(wr, s).await);
+                Event::Message(Ok(Incoming::Ping(p))) => {
+                    ws.queue(OP_PONG, &p);
+                    Step::Flush
                 }
-                Ok(Incoming::Pong(_)) => pong_due = None,
-                Ok(Incoming::Close(code)) => {
+                Event::Message(Ok(Incoming::Pong(_))) => {
+                    pong_due = None;
+                    Step::Continue
+                }
+                Event::Message(Ok(Incoming::Close(code))) => {
                     // Echo the code (RFC 6455 §5.5.1), then the socket closes.
-                    let echo = if code == 1005 { 1000 } else { code };
-                    wr.queue_close(echo, "");
-                    let _ = tokio::time::timeout(CLOSE_WAIT, wr.flush()).await;
+                    ws.queue_close(if code == 1005 { 1000 } else { code }, "");
+                    Step::Echo
+                }
+                Event::Message(Err(e)) => match e.close_code() {
+                    1006 => Step::Return((1006, "connection lost")),
+                    code => {
+                        tracing::debug!(room = %s.room.name, error = %e, "bad frame");
+                        let why = if code == 1009 {
+                            s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
+                            "message too big"
+                        } else {
+                            s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                            "bad frame"
+                        };
+                        Step::Close(code, why)
+                    }
+                },
+                Event::Fanout(Ok(f)) => {
+                    if queue_batch(ws, f, &mut fanout, t) {
+                        // Too slow to keep up with the room: close rather than buffer without
+                        // bound (what was queued goes out before the close frame).
+                        s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+                        Step::Close(1013, "too slow for this room")
+                    } else {
+                        Step::Flush
+                    }
+                }
+                Event::Fanout(Err(RecvError::Lagged(_))) => {
+                    s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+                    Step::Close(1013, "too slow for this room")
+                }
+                Event::Fanout(Err(RecvError::Closed)) => Step::Return((1001, "room closed")),
+            };
+            match step {
+                Step::Continue => {}
+                Step::Flush => sent!(flush(ws, s).await),
+                Step::Close(code, why) => return close_with(ws, code, why).await,
+                Step::Echo => {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
                     return (1000, "closed");
                 }
-                Err(e) => {
-                    let code = e.close_code();
-                    if code == 1006 {
-                        return (1006, "connection lost");
-                    }
-                    tracing::debug!(room = %s.room.name, error = %e, "bad frame");
-                    let why = if code == 1009 {
-                        s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
-                        "message too big"
-                    } else {
-                        s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                        "bad frame"
-                    };
-                    return close_with(wr, rd, code, why).await;
-                }
-            },
-            f = fanout.recv() => match f {
-                Ok(f) => {
-                    let lagged = queue_batch(wr, f, &mut fanout, t);
-                    sent!(flush(wr, s).await);
-                    if lagged {
-                        // Too slow to keep up with the room: close rather than buffer without bound.
-                        s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                        return close_with(wr, rd, 1013, "too slow for this room").await;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    // Too slow to keep up with the room: close rather than buffer without bound.
-                    s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                    return close_with(wr, rd, 1013, "too slow for this room").await;
-                }
-                Err(RecvError::Closed) => return (1001, "room closed"),
-            },
+                Step::Return(end) => return end,
+            }
         }
     }
+}
+
+/// What woke a connection up.
+enum Event {
+    Shutdown,
+    Timer,
+    Message(Result<Incoming, crate::ws::conn::WsError>),
+    Fanout(Result<Bytes, RecvError>),
+}
+
+/// What a connection does about it.
+enum Step {
+    Continue,
+    /// Write what was queued.
+    Flush,
+    /// Send this close frame and end.
+    Close(u16, &'static str),
+    /// A close frame answering the client's is queued: write it and end.
+    Echo,
+    /// End without a close frame (the peer is gone).
+    Return(End),
 }
 
 #[cfg(test)]

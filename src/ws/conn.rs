@@ -2,22 +2,23 @@
 //! framing of `frame.rs`.
 //!
 //! Why not tungstenite here: a hosted connection is mostly idle, and tungstenite keeps a read
-//! buffer (`read_buffer_size`, which also caps each read) for the life of the connection. Here the
-//! decoder holds bytes only while a frame is incomplete: a plain-TCP connection waits for
-//! readiness with no buffer at all, and the write buffer is dropped after every flush. With ten
-//! thousand idle room connections that is the difference between ~9 KB and ~2 KB each.
+//! buffer (`read_buffer_size`, which also caps each read) for the life of the connection. Here
+//! reads go through a stack buffer and the decoder keeps bytes only while a frame is incomplete,
+//! the write buffer is freed after every flush, and waiting is a poll function (no readiness
+//! future in the caller's state). With ten thousand idle room connections that took wsedge from
+//! 9 KB to under 3 KB each (`bench/rooms.sh`).
 //!
-//! `Decoder` is pure (bytes in, messages out, unit-tested below); `WsReader`/`WsWriter` do the
-//! I/O on the halves of a `Peer` (see `relay.rs`).
+//! `Decoder` is pure (bytes in, messages out, unit-tested below); `WsConn` does the I/O on the
+//! unsplit stream.
 
 use super::frame::{self, FrameError, FrameHeader};
-use super::relay::{BoxWrite, Peer, Reader};
 use bytes::{Buf, Bytes, BytesMut};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Bytes read per call (into a stack buffer, then kept only as part of an unfinished frame).
 const PROBE: usize = 4 * 1024;
@@ -208,18 +209,71 @@ fn close_code(payload: &[u8]) -> Result<u16, WsError> {
     }
 }
 
-/// The read half: waits for bytes and decodes them.
-pub struct WsReader {
-    rd: Reader,
-    dec: Decoder,
+/// The connection's stream, not split: reads and writes happen in turn in one task, so plain TCP
+/// needs no `Arc` and no boxed half.
+pub enum Io {
+    Tcp(TcpStream),
+    Other(Box<dyn AsyncReadWrite>),
 }
 
-impl WsReader {
+pub trait AsyncReadWrite: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncReadWrite for T {}
+
+impl Io {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self {
+            Io::Tcp(t) => Pin::new(t).poll_read(cx, buf),
+            Io::Other(o) => Pin::new(o).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self {
+            Io::Tcp(t) => Pin::new(t).poll_write(cx, buf),
+            Io::Other(o) => Pin::new(o).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            Io::Tcp(t) => Pin::new(t).poll_flush(cx),
+            Io::Other(o) => Pin::new(o).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            Io::Tcp(t) => Pin::new(t).poll_shutdown(cx),
+            Io::Other(o) => Pin::new(o).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A server-side WebSocket: decodes what the client sends, writes what is queued.
+pub struct WsConn {
+    io: Io,
+    dec: Decoder,
+    /// Frames queued for the next flush.
+    out: Vec<u8>,
+    /// How much of `out` is already written.
+    written: usize,
+}
+
+impl WsConn {
     /// `prefix`: bytes already read past the HTTP head.
-    pub fn new(rd: Reader, prefix: Bytes, max_frame: usize, max_message: usize) -> WsReader {
+    pub fn new(io: Io, prefix: Bytes, max_frame: usize, max_message: usize) -> WsConn {
         let mut dec = Decoder::new(max_frame, max_message);
         dec.extend(&prefix);
-        WsReader { rd, dec }
+        WsConn {
+            io,
+            dec,
+            out: Vec::new(),
+            written: 0,
+        }
     }
 
     /// The next message. Reads go through a buffer on the stack and only bytes of an unfinished
@@ -232,10 +286,7 @@ impl WsReader {
             }
             let mut probe = [0u8; PROBE];
             let mut rb = ReadBuf::new(&mut probe);
-            match &mut self.rd {
-                Reader::Tcp(tcp) => ready!(Pin::new(tcp).poll_read(cx, &mut rb))?,
-                Reader::Other(r) => ready!(Pin::new(r).poll_read(cx, &mut rb))?,
-            }
+            ready!(self.io.poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 return Poll::Ready(Err(WsError::Eof));
             }
@@ -265,24 +316,6 @@ impl WsReader {
         })
         .await;
     }
-}
-
-/// The write half: frames collect in a buffer until `flush`, which frees it afterwards.
-pub struct WsWriter {
-    wr: BoxWrite,
-    out: Vec<u8>,
-    /// How much of `out` is already written.
-    written: usize,
-}
-
-impl WsWriter {
-    pub fn new(wr: BoxWrite) -> WsWriter {
-        WsWriter {
-            wr,
-            out: Vec::new(),
-            written: 0,
-        }
-    }
 
     /// Queue one unmasked, unfragmented frame.
     pub fn queue(&mut self, opcode: u8, payload: &[u8]) {
@@ -310,13 +343,13 @@ impl WsWriter {
     /// can be polled again after `Pending` (and more frames queued meanwhile).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.written < self.out.len() {
-            let n = ready!(Pin::new(&mut self.wr).poll_write(cx, &self.out[self.written..]))?;
+            let n = ready!(self.io.poll_write(cx, &self.out[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
         }
-        ready!(Pin::new(&mut self.wr).poll_flush(cx))?;
+        ready!(self.io.poll_flush(cx))?;
         self.out = Vec::new();
         self.written = 0;
         Poll::Ready(Ok(()))
@@ -328,16 +361,8 @@ impl WsWriter {
 
     /// Half-close after the close frame.
     pub async fn shutdown(&mut self) {
-        let _ = self.wr.shutdown().await;
+        let _ = std::future::poll_fn(|cx| self.io.poll_shutdown(cx)).await;
     }
-}
-
-/// Split a connection into its WebSocket halves.
-pub fn split(peer: Peer, max_frame: usize, max_message: usize) -> (WsReader, WsWriter) {
-    (
-        WsReader::new(peer.rd, peer.prefix, max_frame, max_message),
-        WsWriter::new(peer.wr),
-    )
 }
 
 #[cfg(test)]
@@ -486,7 +511,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut w = WsWriter::new(Box::new(a));
+            let mut w = WsConn::new(Io::Other(Box::new(a)), Bytes::new(), 1, 1);
             for n in [0usize, 125, 126, 65535, 65536] {
                 w.queue(frame::OP_BINARY, &vec![9u8; n]);
             }
