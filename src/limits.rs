@@ -122,19 +122,30 @@ pub struct Admission {
 /// Held for the life of an admitted WebSocket; releases its counts when dropped.
 pub struct Permit {
     counts: Arc<Mutex<Counts>>,
-    /// The per-IP counts this permit holds (global and per route), inline: one per connection.
-    keys: [Option<(Option<usize>, IpAddr)>; 2],
+    /// The per-IP counts this permit holds: the global one and/or its route's (compact: one
+    /// per open connection).
+    ip: IpAddr,
+    global: bool,
+    route: Option<u32>,
+}
+
+impl Permit {
+    fn keys(&self) -> impl Iterator<Item = (Option<usize>, IpAddr)> + '_ {
+        let global = self.global.then_some((None, self.ip));
+        let route = self.route.map(|r| (Some(r as usize), self.ip));
+        global.into_iter().chain(route)
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total = c.total.saturating_sub(1);
-        for k in self.keys.iter().flatten() {
-            if let Some(n) = c.per_ip.get_mut(k) {
+        for k in self.keys() {
+            if let Some(n) = c.per_ip.get_mut(&k) {
                 *n -= 1;
                 if *n == 0 {
-                    c.per_ip.remove(k);
+                    c.per_ip.remove(&k);
                 }
             }
         }
@@ -220,16 +231,16 @@ impl Admission {
             }
         }
         c.total += 1;
-        let mut keys = [None; 2];
-        for (slot, (scope, cap)) in keys.iter_mut().zip(caps) {
+        for (scope, cap) in caps {
             if cap.is_some() {
                 *c.per_ip.entry((scope, key)).or_insert(0) += 1;
-                *slot = Some((scope, key));
             }
         }
         Ok(Permit {
             counts: self.counts.clone(),
-            keys,
+            ip: key,
+            global: caps[0].1.is_some(),
+            route: caps[1].1.map(|_| route as u32),
         })
     }
 

@@ -146,6 +146,7 @@ impl State {
                                 (**c).clone(),
                                 store,
                                 shutdown.clone(),
+                                crate::metrics::route_label(r),
                             )))
                         }
                     }
@@ -651,7 +652,6 @@ async fn rooms_upgrade(
     let permit = ctx.admit(req.headers())?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let room = registry.join(&name).await;
-    let route_label = crate::metrics::route_label(route);
     let session = crate::rooms::socket::Session {
         registry: registry.clone(),
         room,
@@ -661,26 +661,29 @@ async fn rooms_upgrade(
         shutdown: ctx.closing.clone(),
     };
     // Kept for the session's end only when the access log is on (three strings per connection).
-    let log = log.enabled.then(|| Box::new(log));
+    let mut log = log.enabled.then(|| Box::new((log, Instant::now())));
     let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
             // The client went away before the switch: still leave the room.
             session.registry.leave(&session.room);
             return;
         };
-        let started = Instant::now();
-        let _open = crate::metrics::OpenGuard::new(&route_label, "room");
+        if let Some(log) = log.as_mut() {
+            log.1 = Instant::now(); // the session starts now
+        }
+        let route_label = &session.registry.label;
+        let _open = crate::metrics::OpenGuard::new(route_label, "room");
         let ((code, why), t) =
             crate::rooms::socket::serve(websocket::client_io(upgraded), &session).await;
         drop(permit);
         crate::metrics::ws_session(
-            &route_label,
+            route_label,
             "room",
             code,
             [(t.bytes_in, t.messages_in), (t.bytes_out, t.messages_out)],
         );
         if let Some(log) = log {
-            log.room(&session.room.name, code, why, started);
+            log.0.room(&session.room.name, code, why, log.1);
         }
     };
     proxy.tracker.spawn(Box::pin(fut));

@@ -71,6 +71,8 @@ pub struct Registry {
     /// Forward auth and callbacks.
     pub client: HttpClient,
     shutdown: CancellationToken,
+    /// The route's metrics label (its connections share it).
+    pub label: String,
 }
 
 impl Registry {
@@ -78,6 +80,7 @@ impl Registry {
         config: RoomsConfig,
         store: Option<Arc<RedbStore>>,
         shutdown: CancellationToken,
+        label: String,
     ) -> Registry {
         Registry {
             rooms: tokio::sync::Mutex::default(),
@@ -86,6 +89,7 @@ impl Registry {
             config: arc_swap::ArcSwap::from_pointee(config),
             client: super::auth::http_client(),
             shutdown,
+            label,
         }
     }
 

@@ -181,6 +181,7 @@ macro_rules! sent {
 
 /// (A plain fn returning an `async move` block, like `serve`: the references are used in place
 /// rather than stored twice.)
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 fn run<'a>(
     ws: &'a mut WsConn,
     s: &'a Session,
