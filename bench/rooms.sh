@@ -3,7 +3,9 @@
 # server half of y-websocket 3.x, from npm), in one run on this machine:
 #  A. one room, one writer offering RATE Yjs updates/s, SUBS subscribers (50 and 500): delivered
 #     updates/s, p50/p99 send→receive latency, server CPU and RSS;
-#  B. memory per idle room connection: IDLE connections over IDLE_ROOMS rooms, RSS growth ÷ count.
+#  B. memory per idle room connection: IDLE connections over IDLE_ROOMS rooms, RSS growth ÷ count;
+#  C. the same for wsedge over wss (TLS with a `wsedge dev-certs` certificate; the Node server
+#     speaks plain ws only, TLS is put in front of it by something else).
 # Each measurement gets a freshly started server. Ends with a table of wsedge ÷ node.
 #
 #   bash bench/rooms.sh            # RATE=500 SUBS="50 500" SECS=10 IDLE=10000 IDLE_ROOMS=100
@@ -39,11 +41,12 @@ source bench/lib.sh
 # start_server wsedge|node: sets SRV_PID and SRV_URL (the rooms' base URL, ending in '/').
 start_server() {
   local port; port=$(free_port)
-  if [ "$1" = wsedge ]; then
+  if [ "$1" = wsedge ] || [ "$1" = wsedge-wss ]; then
+    local https; https=$(free_port)
     cat >"$work/wsedge.toml" <<TOML
 [server]
 http = "127.0.0.1:$port"
-https = "127.0.0.1:$(free_port)"
+https = "127.0.0.1:$https"
 certdir = "$work/certs"
 log_level = "warn"
 access_log = false
@@ -59,6 +62,7 @@ plain_http = true
 TOML
     $BIN/wsedge run -c "$work/wsedge.toml" 2>>"$work/wsedge.log" & SRV_PID=$!
     SRV_URL="ws://127.0.0.1:$port/wss/"
+    if [ "$1" = wsedge-wss ]; then SRV_URL="wss://localhost:$https/wss/"; port=$https; fi
   else
     HOST=127.0.0.1 PORT=$port node "$NODE_SERVER" >>"$work/node.log" 2>&1 & SRV_PID=$!
     SRV_URL="ws://127.0.0.1:$port/"
@@ -114,20 +118,21 @@ for subs in $SUBS; do
 done
 
 echo "## B. idle room connections: $IDLE over $IDLE_ROOMS rooms, each joined with a SyncStep1; RSS growth ÷ connections"
-for server in wsedge node; do
+$BIN/wsedge dev-certs --name localhost "$work/certs" >/dev/null
+for server in wsedge node wsedge-wss; do
   start_server $server
   wait_quiet
   before=$(rss_kb "$SRV_PID")
   fifo="$work/idle.$server"; mkfifo "$fifo"
   ( sleep 600 > "$fifo" ) & holder=$!
-  $BIN/wsbench idle --url "$SRV_URL" --rooms "$IDLE_ROOMS" --conns "$IDLE" < "$fifo" > "$work/idle.$server.out" & client=$!
+  $BIN/wsbench idle --url "$SRV_URL" --rooms "$IDLE_ROOMS" --conns "$IDLE" --ca "$work/certs/ca.pem" < "$fifo" > "$work/idle.$server.out" & client=$!
   for _ in $(seq 600); do grep -q ready "$work/idle.$server.out" 2>/dev/null && break; sleep 0.1; done
   n=$(awk '/ready/{print $2}' "$work/idle.$server.out")
   sleep 3 # let the SyncStep2 answers go out and the server settle
   after=$(rss_kb "$SRV_PID")
   per=$(python3 -c "print(f'{($after-$before)/max(1,${n:-0}):.2f}')")
   echo "$server idle per_kb=$per" >> "$work/results"
-  printf "%-7s %6s conns  RSS %7s KB -> %7s KB  = %6s KB per connection\n" $server "$n" "$before" "$after" "$per"
+  printf "%-10s %6s conns  RSS %7s KB -> %7s KB  = %6s KB per connection\n" $server "$n" "$before" "$after" "$per"
   kill $holder 2>/dev/null || true; wait $client 2>/dev/null || true
   stop_server
 done
@@ -160,4 +165,5 @@ for subs in sorted({s for _, s in res if s != "idle"}, key=int):
         row(f"{subs} subs: {q} latency (ms)", ms(e), ms(n))
     row(f"{subs} subs: server peak RSS (MB)", int(e["hwm_kb"]) / 1024, int(n["hwm_kb"]) / 1024)
 row("idle room connection (KB)", float(res["wsedge", "idle"]["per_kb"]), float(res["node", "idle"]["per_kb"]), "{:.2f}")
+print(f"{'idle room connection over wss (KB)':<38} {float(res['wsedge-wss', 'idle']['per_kb']):>11.2f} {'n/a':>11} {'-':>12}")
 PY

@@ -5,7 +5,8 @@
 //! per connection (send, wait for the echo, repeat) and prints one line of results:
 //! `msgs_per_sec=… p50_us=… p99_us=… errors=…`.
 //! `wsbench idle --url ws://ADDR/ --conns 10000` holds idle WebSockets (with `--rooms N`: spread
-//! over N y-websocket rooms, each joining like a provider does, with a SyncStep1).
+//! over N y-websocket rooms, each joining like a provider does, with a SyncStep1; `wss://` with
+//! `--ca ca.pem`).
 //! `wsbench rooms --url ws://ADDR/room --subs 500 --rate 500` measures a room's fan-out
 //! (see `rooms.rs`).
 
@@ -50,6 +51,9 @@ enum Cmd {
         rooms: usize,
         #[arg(long, default_value = "idle-")]
         room_prefix: String,
+        /// For a `wss://` URL: the CA certificate (PEM) to trust, e.g. `wsedge dev-certs`'s ca.pem.
+        #[arg(long)]
+        ca: Option<String>,
     },
     /// One room, one writer sending `rate` Yjs updates/s, `subs` subscribers; prints one line.
     Rooms {
@@ -110,7 +114,8 @@ fn main() {
             parallel,
             rooms,
             room_prefix,
-        } => rt.block_on(idle(url, conns, parallel, rooms, room_prefix)),
+            ca,
+        } => rt.block_on(idle(url, conns, parallel, rooms, room_prefix, ca)),
         Cmd::Rooms {
             url,
             subs,
@@ -164,19 +169,61 @@ async fn connect_from(
 async fn resolve(url: &str) -> std::net::SocketAddr {
     let host = url
         .trim_start_matches("ws://")
+        .trim_start_matches("wss://")
         .split('/')
         .next()
         .unwrap()
         .to_string();
-    tokio::net::lookup_host(&host)
-        .await
-        .unwrap()
-        .next()
+    // IPv4 first: connections are spread over 127.x.y.z source addresses.
+    let addrs: Vec<_> = tokio::net::lookup_host(&host).await.unwrap().collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .unwrap()
 }
 
-async fn idle(url: String, conns: usize, parallel: usize, rooms: usize, room_prefix: String) {
+/// Either kind of client stream, so plain and TLS connections can be held together.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// A TLS client trusting only `ca` (a PEM file).
+fn tls_connector(ca: &str) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read --ca") {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a CA certificate");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn idle(
+    url: String,
+    conns: usize,
+    parallel: usize,
+    rooms: usize,
+    room_prefix: String,
+    ca: Option<String>,
+) {
     let addr = resolve(&url).await;
+    let tls = match (url.starts_with("wss://"), &ca) {
+        (true, Some(ca)) => Some(tls_connector(ca)),
+        (true, None) => panic!("a wss:// URL needs --ca"),
+        (false, _) => None,
+    };
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', ':']).next())
+        .unwrap_or("localhost")
+        .to_string();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::new();
     for i in 0..conns {
@@ -185,9 +232,17 @@ async fn idle(url: String, conns: usize, parallel: usize, rooms: usize, room_pre
             n => format!("{url}{room_prefix}{}", i % n),
         };
         let sem = sem.clone();
+        let (tls, host) = (tls.clone(), host.clone());
         tasks.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.unwrap();
             let tcp = connect_from(i, addr).await.ok()?;
+            let tcp: Box<dyn Io> = match tls {
+                Some(tls) => {
+                    let name = rustls_pki_types::ServerName::try_from(host).ok()?;
+                    Box::new(tls.connect(name, tcp).await.ok()?)
+                }
+                None => Box::new(tcp),
+            };
             let req = url.into_client_request().unwrap();
             let (mut ws, _) =
                 tokio_tungstenite::client_async_with_config(req, tcp, Some(small_buffers()))
