@@ -8,6 +8,7 @@ use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::{AccessLog, Ctx, RouteState, headers, upstream_path};
 use crate::server::framing::Tracked;
+use crate::ws::conn::Io;
 use crate::ws::relay::{self, Peer};
 use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Empty};
@@ -140,10 +141,10 @@ pub async fn forward(
         .expect("valid 101 response"))
 }
 
-/// Take the client connection back from hyper, unsplit (for WebSockets wsedge ends itself):
-/// the stream and hyper's read-ahead bytes.
-pub(crate) fn client_io(up: Upgraded) -> (crate::ws::conn::Io, bytes::Bytes) {
-    use crate::ws::conn::Io;
+/// Take the client connection back from hyper, unsplit (rooms use it as is; the relay splits it):
+/// the stream and hyper's read-ahead bytes. The server's own connection types are recognised, so
+/// plain TCP comes back as a `TcpStream`.
+pub(crate) fn client_io(up: Upgraded) -> (Io, bytes::Bytes) {
     type Plain = TokioIo<Tracked<TcpStream>>;
     type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
     match up.downcast::<Plain>() {
@@ -153,27 +154,20 @@ pub(crate) fn client_io(up: Upgraded) -> (crate::ws::conn::Io, bytes::Bytes) {
                 Io::Other(Box::new(p.io.into_inner().into_inner())),
                 p.read_buf,
             ),
-            Err(up) => (Io::Other(Box::new(TokioIo::new(up))), bytes::Bytes::new()),
+            Err(up) => {
+                tracing::warn!("client connection type not recognised: using the generic path");
+                (Io::Other(Box::new(TokioIo::new(up))), bytes::Bytes::new())
+            }
         },
     }
 }
 
-/// Take the client connection back from hyper: plain TCP splits lock-free; TLS and anything else
-/// go through tokio's split. hyper's read-ahead bytes come along as the prefix.
+/// The client connection for the relay: plain TCP splits lock-free; TLS and anything else go
+/// through tokio's split. hyper's read-ahead bytes come along as the prefix.
 fn client_peer(up: Upgraded) -> Peer {
-    type Plain = TokioIo<Tracked<TcpStream>>;
-    type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
-    match up.downcast::<Plain>() {
-        Ok(p) => Peer::tcp(p.io.into_inner().into_inner(), p.read_buf),
-        Err(up) => match up.downcast::<Tls>() {
-            Ok(p) => Peer::io(p.io.into_inner().into_inner(), p.read_buf),
-            Err(up) => {
-                tracing::warn!(
-                    "client connection type not recognised: relaying through the generic path"
-                );
-                Peer::io(TokioIo::new(up), bytes::Bytes::new())
-            }
-        },
+    match client_io(up) {
+        (Io::Tcp(tcp), prefix) => Peer::tcp(tcp, prefix),
+        (Io::Other(io), prefix) => Peer::io(io, prefix),
     }
 }
 

@@ -94,6 +94,13 @@ pub fn serve(
     }
 }
 
+/// Queue one data message for the client, counted in its traffic.
+fn queue_data(ws: &mut WsConn, t: &mut Traffic, f: &[u8]) {
+    t.bytes_out += f.len() as u64;
+    t.messages_out += 1;
+    ws.queue(OP_BINARY, f);
+}
+
 /// Write what is queued, giving up on a peer that takes no bytes for `slow_reader_timeout`.
 async fn flush(ws: &mut WsConn, s: &Session) -> Result<(), End> {
     let first = std::future::poll_fn(|cx| Poll::Ready(ws.poll_flush(cx))).await;
@@ -133,9 +140,7 @@ fn queue_batch(
     let mut next = Some(first);
     let mut n = 0;
     while let Some(f) = next.take() {
-        t.bytes_out += f.len() as u64;
-        t.messages_out += 1;
-        ws.queue(OP_BINARY, &f);
+        queue_data(ws, t, &f);
         n += 1;
         if n < BATCH {
             match fanout.try_recv() {
@@ -192,9 +197,7 @@ fn run<'a>(
         let mut fanout = s.room.fanout.subscribe();
         let welcome = s.room.lock().welcome();
         for f in welcome {
-            t.bytes_out += f.len() as u64;
-            t.messages_out += 1;
-            ws.queue(OP_BINARY, &f);
+            queue_data(ws, t, &f);
         }
         sent!(flush(ws, s).await);
         let g = &s.guard;
@@ -280,9 +283,7 @@ fn run<'a>(
                                     for o in outs {
                                         match o {
                                             Out::Reply(f) => {
-                                                t.bytes_out += f.len() as u64;
-                                                t.messages_out += 1;
-                                                ws.queue(OP_BINARY, &f);
+                                                queue_data(ws, t, &f);
                                                 step = Step::Flush;
                                             }
                                             Out::Broadcast(f) => {

@@ -178,11 +178,6 @@ impl Decoder {
     fn want(&self) -> usize {
         self.need.clamp(MIN_READ, MAX_READ)
     }
-
-    /// Whether bytes of an unfinished frame are held.
-    pub fn holds_bytes(&self) -> bool {
-        !self.buf.is_empty()
-    }
 }
 
 fn data(op: u8, payload: Bytes) -> Incoming {
@@ -319,20 +314,7 @@ impl WsConn {
 
     /// Queue one unmasked, unfragmented frame.
     pub fn queue(&mut self, opcode: u8, payload: &[u8]) {
-        self.out.reserve(frame::MAX_HEADER + payload.len());
-        self.out.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => self.out.push(n as u8),
-            n if n <= u16::MAX as usize => {
-                self.out.push(126);
-                self.out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                self.out.push(127);
-                self.out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        self.out.extend_from_slice(payload);
+        frame::encode_into(&mut self.out, opcode, payload, None);
     }
 
     pub fn queue_close(&mut self, code: u16, reason: &str) {
@@ -394,7 +376,7 @@ mod tests {
             d.decode().unwrap(),
             Some(Incoming::Binary(Bytes::from_static(b"hello")))
         );
-        assert!(!d.holds_bytes());
+        assert!(d.buf.is_empty());
         assert_eq!(d.buf.capacity(), 0, "an empty decoder holds no allocation");
         // Two frames in one read.
         let mut two = client(frame::OP_BINARY, true, b"a");

@@ -120,7 +120,14 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
 /// Encode a complete single frame (FIN set, no RSV). `mask` must be given for frames a client
 /// role sends (toward an upstream), and omitted toward a client.
 pub fn encode(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAX_HEADER + payload.len());
+    let mut out = Vec::new();
+    encode_into(&mut out, opcode, payload, mask);
+    out
+}
+
+/// `encode`, appending to `out` (frames queued for one write).
+pub fn encode_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+    out.reserve(MAX_HEADER + payload.len());
     out.push(0x80 | opcode);
     let mbit = if mask.is_some() { 0x80 } else { 0 };
     match payload.len() {
@@ -134,15 +141,14 @@ pub fn encode(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    let start = out.len() + if mask.is_some() { 4 } else { 0 };
     if let Some(m) = mask {
         out.extend_from_slice(&m);
     }
+    let start = out.len();
     out.extend_from_slice(payload);
     if let Some(m) = mask {
         apply_mask(&mut out[start..], m, 0);
     }
-    out
 }
 
 /// Payload of a close frame: code then UTF-8 reason, truncated to fit 125 bytes.

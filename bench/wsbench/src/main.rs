@@ -56,27 +56,7 @@ enum Cmd {
         ca: Option<String>,
     },
     /// One room, one writer sending `rate` Yjs updates/s, `subs` subscribers; prints one line.
-    Rooms {
-        /// The room's URL, e.g. ws://127.0.0.1:8080/wss/bench.
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value_t = 500)]
-        subs: usize,
-        /// Updates per second the writer offers.
-        #[arg(long, default_value_t = 500)]
-        rate: u32,
-        #[arg(long, default_value_t = 10)]
-        secs: u64,
-        /// Seconds of updates sent before the measured window.
-        #[arg(long, default_value_t = 2)]
-        warmup: u64,
-        /// After the writer stops, wait at most this long for deliveries still under way.
-        #[arg(long, default_value_t = 5)]
-        drain: u64,
-        /// The server's pid, for its CPU time and RSS (read from /proc).
-        #[arg(long)]
-        server_pid: Option<u32>,
-    },
+    Rooms(rooms::Opts),
     Load {
         #[arg(long)]
         url: String,
@@ -116,23 +96,7 @@ fn main() {
             room_prefix,
             ca,
         } => rt.block_on(idle(url, conns, parallel, rooms, room_prefix, ca)),
-        Cmd::Rooms {
-            url,
-            subs,
-            rate,
-            secs,
-            warmup,
-            drain,
-            server_pid,
-        } => rt.block_on(rooms::run(rooms::Opts {
-            url,
-            subs,
-            rate,
-            secs,
-            warmup,
-            drain,
-            server_pid,
-        })),
+        Cmd::Rooms(opts) => rt.block_on(rooms::run(opts)),
         Cmd::Load {
             url,
             conns,

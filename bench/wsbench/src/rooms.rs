@@ -33,13 +33,26 @@ use yrs::{GetString, Text, Transact};
 
 const MARKER: &[u8; 4] = b"~wsb";
 
+#[derive(clap::Args)]
 pub struct Opts {
+    /// The room's URL, e.g. ws://127.0.0.1:8080/wss/bench.
+    #[arg(long)]
     pub url: String,
+    #[arg(long, default_value_t = 500)]
     pub subs: usize,
+    /// Updates per second the writer offers.
+    #[arg(long, default_value_t = 500)]
     pub rate: u32,
+    #[arg(long, default_value_t = 10)]
     pub secs: u64,
+    /// Seconds of updates sent before the measured window.
+    #[arg(long, default_value_t = 2)]
     pub warmup: u64,
+    /// After the writer stops, wait at most this long for deliveries still under way.
+    #[arg(long, default_value_t = 5)]
     pub drain: u64,
+    /// The server's pid, for its CPU time and RSS (read from /proc).
+    #[arg(long)]
     pub server_pid: Option<u32>,
 }
 
