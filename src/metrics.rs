@@ -31,6 +31,7 @@ pub struct Metrics {
     pub upstream_seconds: Hist,
     pub rooms_loaded: Family<Labels, Gauge>,
     pub rooms_by_connections: Family<Labels, Gauge>,
+    pub rooms_refusals: Family<Labels, Counter>,
     pub store_flush_seconds: Hist,
     pub store_flush_operations: Hist,
     pub store_bytes: Family<Labels, Gauge>,
@@ -64,6 +65,7 @@ impl Metrics {
             upstream_seconds: Family::new_with_constructor(latency),
             rooms_loaded: Family::default(),
             rooms_by_connections: Family::default(),
+            rooms_refusals: Family::default(),
             store_flush_seconds: Family::new_with_constructor(latency),
             store_flush_operations: Family::new_with_constructor(operations),
             store_bytes: Family::default(),
@@ -131,6 +133,11 @@ impl Metrics {
             "upstream_response_seconds",
             "Time from sending a request upstream to its response head",
             m.upstream_seconds.clone(),
+        );
+        r.register(
+            "rooms_refusals",
+            "Room frames, joins and stored rows refused, by route and reason (invalid, document_limit, internal, load_failed, unreadable_row)",
+            m.rooms_refusals.clone(),
         );
         r.register(
             "rooms_loaded",

@@ -416,8 +416,33 @@ impl Validator<'_> {
         };
         let mut routes = Vec::new();
         let mut seen = HashSet::new();
+        // Room store files by the route that has them: a store keys rows by room name only, so
+        // two routes on one file would serve each other's documents (and compact each other's
+        // rows away).
+        let mut stores: std::collections::HashMap<std::path::PathBuf, usize> =
+            std::collections::HashMap::new();
         for (i, r) in raw.route.iter().enumerate() {
             let route = self.route(i, r, &guard_defaults, env);
+            if let Some(RouteAction::Rooms(c)) = route.as_ref().map(|r| &r.action)
+                && let Some(path) = &c.store
+            {
+                let key = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                if let Some(first) = stores.insert(key, i) {
+                    self.problem(
+                        format!("route[{i}].rooms.store"),
+                        r.get_ref().rooms.as_ref(),
+                        format!(
+                            "{} is already the store of route[{first}]; rooms are stored by name, so two routes on one file would share documents: give each rooms route its own file{}",
+                            path.display(),
+                            if r.get_ref().rooms.as_ref().is_some_and(|x| x.get_ref().store.is_none()) {
+                                " (both default to $YPERSISTENCE/rooms.redb: set store on one of them)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                }
+            }
             // Duplicates are judged on host + path alone, even if the route has other problems.
             let raw_route = r.get_ref();
             let host = raw_route

@@ -3,7 +3,7 @@
 //! (`YPERSISTENCE`, `CALLBACK_*`) are honoured as defaults for what the file leaves out.
 
 use super::Env;
-use super::units::{ConfDuration, parse_duration};
+use super::units::{ConfDuration, ConfSize, parse_duration};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +18,7 @@ pub struct RawRooms {
     pub unload_after: Option<ConfDuration>,
     pub awareness_timeout: Option<ConfDuration>,
     pub max_name: Option<usize>,
+    pub max_document: Option<ConfSize>,
     pub allowed_origins: Option<Vec<String>>,
     pub auth: Option<RawAuth>,
     pub callback: Option<RawCallback>,
@@ -55,6 +56,10 @@ pub struct RawCallback {
 pub struct RoomsConfig {
     /// Longest accepted room name, in bytes after percent-decoding (default 256).
     pub max_name: usize,
+    /// Largest encoded size a room's document may grow to (default 32 MiB): an update that
+    /// would take it past this is refused and its connection closed 1009. Bounds what one room
+    /// holds in memory and on disk, and what every joiner is sent.
+    pub max_document: u64,
     /// redb file the rooms persist to; None keeps them in memory only (said in the log).
     pub store: Option<PathBuf>,
     /// Group-commit interval: at most this much is lost on SIGKILL (default 500 ms).
@@ -74,6 +79,7 @@ impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
             max_name: 256,
+            max_document: DEFAULT_MAX_DOCUMENT,
             store: None,
             flush_interval: Duration::from_millis(500),
             unload_after: Duration::from_secs(30),
@@ -126,6 +132,9 @@ pub struct Callback {
     /// Shared types to send, by name: (name, type) with type one of [`CALLBACK_TYPES`].
     pub objects: Vec<(String, String)>,
 }
+
+/// `max_document` when unset: 4× the 8 MiB document a y-websocket client must be able to sync.
+pub const DEFAULT_MAX_DOCUMENT: u64 = 32 << 20;
 
 pub const CALLBACK_TYPES: [&str; 5] = ["Text", "Map", "Array", "XmlFragment", "XmlElement"];
 const JWT_PUBLIC_ALGS: [&str; 9] = [
@@ -182,6 +191,16 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
             bad.push(("max_name".into(), "must be between 1 and 4096 bytes".into()));
         }
         c.max_name = n;
+    }
+    if let Some(size) = raw.max_document {
+        if size.0 < 1024 {
+            bad.push((
+                "max_document".into(),
+                "must be at least 1 KiB (an empty document with a few edits is larger than that)"
+                    .into(),
+            ));
+        }
+        c.max_document = size.0;
     }
     if let Some(origins) = &raw.allowed_origins {
         for (i, o) in origins.iter().enumerate() {

@@ -38,6 +38,9 @@ pub enum ProxyError {
     Full,
     #[error("room access refused: {0}")]
     Access(crate::rooms::auth::Denied),
+    /// The room's stored log could not be read: refused rather than started empty.
+    #[error("room unavailable: {0}")]
+    RoomUnavailable(crate::rooms::store::StoreError),
 }
 
 impl ProxyError {
@@ -47,7 +50,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::TooMany { .. } => Culprit::Client,
-            ProxyError::Full => Culprit::Us,
+            ProxyError::Full | ProxyError::RoomUnavailable(_) => Culprit::Us,
             ProxyError::Access(crate::rooms::auth::Denied::Unavailable(..)) => Culprit::Upstream,
             ProxyError::Access(_) => Culprit::Client,
             ProxyError::Connect { .. }
@@ -79,7 +82,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Full | ProxyError::RoomUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Access(d) => d.status(),
         }
     }

@@ -13,7 +13,7 @@ pub mod routes;
 pub mod websocket;
 
 use crate::config::{Config, RouteAction, RouteConfig, Upstream};
-use crate::rooms::store::RedbStore;
+use crate::rooms::store::{RedbStore, RoomStore};
 use ::http::{HeaderMap, Request, Response, Version, header};
 use arc_swap::ArcSwap;
 use body::ProxyBody;
@@ -57,6 +57,18 @@ pub struct Target {
     pub closing: CancellationToken,
 }
 
+/// Opens a room store file: redb, unless a test wraps it (to make it fail on demand).
+pub type OpenStore = Arc<
+    dyn Fn(&std::path::Path) -> Result<Arc<dyn RoomStore>, crate::rooms::store::StoreError>
+        + Send
+        + Sync,
+>;
+
+/// The store every rooms route with a file uses.
+pub fn redb_stores() -> OpenStore {
+    Arc::new(|path| Ok(Arc::new(RedbStore::open(path)?) as Arc<dyn RoomStore>))
+}
+
 /// Identity of a route across reloads.
 fn route_key(r: &RouteConfig) -> (Option<crate::config::HostPattern>, String) {
     (r.host.clone(), r.path.clone())
@@ -83,16 +95,21 @@ impl State {
         config: &Config,
         previous: Option<&State>,
         shutdown: &CancellationToken,
+        open_store: &OpenStore,
     ) -> Result<State, crate::rooms::store::StoreError> {
-        let mut stores: std::collections::HashMap<std::path::PathBuf, Arc<RedbStore>> =
+        let mut stores: std::collections::HashMap<std::path::PathBuf, Arc<dyn RoomStore>> =
             std::collections::HashMap::new();
         let mut old = std::collections::HashMap::new();
+        // Which route had each store file: a file moving to another route would be shared by
+        // two registries while the old route's connections drain.
+        let mut owners = std::collections::HashMap::new();
         if let Some(prev) = previous {
             for (r, t) in prev.routes.entries() {
                 if let RouteTarget::Rooms(reg) = &t.kind
                     && let (Some(path), Some(store)) = (&reg.config().store, &reg.store)
                 {
                     stores.insert(path.clone(), store.clone());
+                    owners.insert(path.clone(), route_key(r));
                 }
                 old.insert(route_key(r), t.clone());
             }
@@ -133,10 +150,21 @@ impl State {
                                     tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
                                     None
                                 }
+                                Some(path)
+                                    if owners.get(path).is_some_and(|o| *o != route_key(r)) =>
+                                {
+                                    return Err(crate::rooms::store::StoreError::Io {
+                                        path: path.display().to_string(),
+                                        reason: format!(
+                                            "another rooms route used this file before the reload; moving a store to route {:?} needs a restart",
+                                            r.path
+                                        ),
+                                    });
+                                }
                                 Some(path) => Some(match stores.get(path) {
                                     Some(s) => s.clone(),
                                     None => {
-                                        let s = Arc::new(RedbStore::open(path)?);
+                                        let s = open_store(path)?;
                                         stores.insert(path.clone(), s.clone());
                                         s
                                     }
@@ -201,6 +229,8 @@ pub struct Proxy {
     /// Every room registry ever built, including those of routes a reload removed: shutdown
     /// flushes them all.
     all_registries: std::sync::Mutex<Vec<Arc<crate::rooms::registry::Registry>>>,
+    /// How room store files are opened (at start and by reloads).
+    open_store: OpenStore,
 }
 
 impl Proxy {
@@ -209,10 +239,12 @@ impl Proxy {
         https_port: u16,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        open_store: OpenStore,
     ) -> Result<Proxy, crate::rooms::store::StoreError> {
-        let state = State::build(config, None, &shutdown)?;
+        let state = State::build(config, None, &shutdown, &open_store)?;
         let all_registries = std::sync::Mutex::new(state.registries().cloned().collect());
         Ok(Proxy {
+            open_store,
             state: ArcSwap::from_pointee(state),
             https_port,
             shutdown,
@@ -233,7 +265,7 @@ impl Proxy {
     /// their maintenance task.
     pub fn reload(&self, config: &Config) -> Result<(), crate::rooms::store::StoreError> {
         let old = self.state.load_full();
-        let new = State::build(config, Some(&old), &self.shutdown)?;
+        let new = State::build(config, Some(&old), &self.shutdown, &self.open_store)?;
         let kept: std::collections::HashSet<*const crate::rooms::registry::Registry> =
             old.registries().map(Arc::as_ptr).collect();
         for reg in new.registries() {
@@ -651,12 +683,18 @@ async fn rooms_upgrade(
     })?;
     let permit = ctx.admit(req.headers())?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let room = registry.join(&name).await;
+    let room = registry
+        .join(&name)
+        .await
+        .map_err(ProxyError::RoomUnavailable)?;
     let session = crate::rooms::socket::Session {
         registry: registry.clone(),
         room,
         access,
         guard: route.guard.clone(),
+        limits: crate::rooms::protocol::Limits {
+            max_document: rooms.max_document,
+        },
         stats: proxy.guard_stats.clone(),
         shutdown: ctx.closing.clone(),
     };

@@ -9,3 +9,4 @@ pub mod protocol;
 pub mod registry;
 pub mod socket;
 pub mod store;
+pub mod wire;

@@ -6,36 +6,83 @@
 //! (later) sends `Out::Reply` to that connection and `Out::Broadcast` to every connection of the
 //! room, the sender included (y-websocket clients rely on their own awareness echo to stay alive).
 
-use std::collections::HashSet;
-use yrs::sync::awareness::AwarenessUpdate;
-use yrs::sync::protocol::MessageReader;
+use super::wire::{self, Msg};
+use std::collections::{HashMap, HashSet};
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::{Awareness, Message, SyncMessage};
-use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
 /// Why a connection's frame was refused; each maps to the close code the socket side sends.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtocolError {
+    /// The message envelope (type, sub-type, lengths) does not parse.
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("unsupported message type {0}")]
-    Unsupported(u8),
-    #[error("invalid Yjs update: {0}")]
-    InvalidUpdate(String),
-    #[error("invalid awareness update: {0}")]
-    InvalidAwareness(String),
+    Unsupported(u64),
+    /// A state vector, update or awareness payload that fails pre-validation or yrs's decoder.
+    #[error("invalid {0}")]
+    Invalid(String),
+    /// Applying the frame's updates would grow the document past the route's `max_document`.
+    #[error("document would be {size} bytes, over the limit of {max}")]
+    TooLarge { size: u64, max: u64 },
+    /// yrs panicked on input that passed validation (a bug; the connection is closed).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProtocolError {
-    /// RFC 6455 close code: 1002 protocol error, 1003 unsupported data, 1007 invalid payload.
+    /// RFC 6455 close code: 1002 protocol error, 1003 unsupported data, 1007 invalid payload,
+    /// 1009 too big, 1011 internal error.
     pub fn close_code(&self) -> u16 {
         match self {
             ProtocolError::Malformed(_) => 1002,
             ProtocolError::Unsupported(_) => 1003,
-            ProtocolError::InvalidUpdate(_) | ProtocolError::InvalidAwareness(_) => 1007,
+            ProtocolError::Invalid(_) => 1007,
+            ProtocolError::TooLarge { .. } => 1009,
+            ProtocolError::Internal(_) => 1011,
         }
     }
+}
+
+/// What a room enforces on the frames its connections send (the route's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded size (a v1 update of the whole state) a document may grow to.
+    pub max_document: u64,
+}
+
+/// The outcome of one frame.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// What to send and store. On error it still holds what the applied part of the frame needs
+    /// (its broadcast and its row in the store): nothing applied goes unsent or unstored.
+    pub out: Vec<Out>,
+    /// The frame was refused: close the connection with [`ProtocolError::close_code`].
+    pub error: Option<ProtocolError>,
+}
+
+impl Handled {
+    /// The frames to send, or the error (dropping what an error left to send: tests and tools).
+    pub fn into_result(self) -> Result<Vec<Out>, ProtocolError> {
+        match self.error {
+            None => Ok(self.out),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// A message that passed validation and decoding, waiting to be applied.
+enum Decoded<'a> {
+    Step1(StateVector),
+    /// The update as sent (for the broadcast and the store) and decoded.
+    Update(&'a [u8], Update),
+    /// A read-only connection's update: refused with PermissionDenied, never decoded.
+    Denied,
+    Awareness(AwarenessUpdate),
+    Query,
 }
 
 /// One frame to send.
@@ -61,6 +108,9 @@ pub struct Conn {
 /// A room's document and awareness.
 pub struct Room {
     awareness: Awareness,
+    /// Estimated encoded size of the document: the bytes loaded plus every update applied since
+    /// (an upper bound, as updates overlap); re-measured exactly when it reaches the limit.
+    size: u64,
 }
 
 impl Default for Room {
@@ -73,6 +123,7 @@ impl Room {
     pub fn new(doc: Doc) -> Room {
         Room {
             awareness: Awareness::new(doc),
+            size: 0,
         }
     }
 
@@ -80,23 +131,32 @@ impl Room {
     pub fn with_clock(doc: Doc, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Room {
         Room {
             awareness: Awareness::with_clock(doc, clock),
+            size: 0,
         }
     }
 
-    /// A room whose document is rebuilt from stored updates (ones that fail to apply are skipped
-    /// with a log line: a damaged row must not make the whole room unavailable).
-    pub fn from_updates(updates: &[Vec<u8>]) -> Room {
-        let room = Room::default();
+    /// A room whose document is rebuilt from stored updates, and the indexes of the rows that
+    /// could not be applied (skipped with a log line: a damaged row must not make the whole room
+    /// unavailable, and the caller must then never compact the log over it).
+    pub fn from_updates(updates: &[Vec<u8>]) -> (Room, Vec<usize>) {
+        let mut room = Room::default();
+        let mut skipped = Vec::new();
         for (i, u) in updates.iter().enumerate() {
-            let applied = guarded(|| Update::decode_v1(u))
-                .ok()
-                .and_then(|r| r.ok())
-                .map(|update| room.doc().transact_mut().apply_update(update).is_ok());
-            if applied != Some(true) {
-                tracing::warn!(row = i, "stored room update could not be applied; skipped");
+            let applied = wire::check_update(u).is_ok()
+                && guarded(|| {
+                    Update::decode_v1(u).ok().is_some_and(|update| {
+                        room.doc().transact_mut().apply_update(update).is_ok()
+                    })
+                })
+                .unwrap_or(false);
+            if applied {
+                room.size += u.len() as u64;
+            } else {
+                tracing::error!(row = i, "stored room update could not be applied; skipped");
+                skipped.push(i);
             }
         }
-        room
+        (room, skipped)
     }
 
     pub fn doc(&self) -> &Doc {
@@ -122,111 +182,182 @@ impl Room {
         out
     }
 
-    /// Handle one binary frame from `conn`. On error nothing of the frame's offending message
-    /// was applied; the caller closes that connection with [`ProtocolError::close_code`].
-    pub fn handle(&mut self, conn: &mut Conn, frame: &[u8]) -> Result<Vec<Out>, ProtocolError> {
-        // Decode everything first: nothing is applied from a frame that does not decode.
-        let messages = guarded(|| {
-            let mut decoder = DecoderV1::from(frame);
-            MessageReader::new(&mut decoder).collect::<Result<Vec<Message>, _>>()
-        })
-        .map_err(ProtocolError::Malformed)?
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-        if messages.is_empty() {
-            return Err(ProtocolError::Malformed(format!(
-                "no message in a {}-byte frame",
-                frame.len()
-            )));
+    /// Handle one binary frame from `conn`. Every message of the frame is validated and decoded
+    /// before any is applied, so a frame that does not decode changes nothing; if applying one
+    /// of its updates fails midway, what was applied is still broadcast and persisted
+    /// ([`Handled::out`]) before the error closes the connection.
+    pub fn handle(&mut self, conn: &mut Conn, frame: &[u8], limits: Limits) -> Handled {
+        let mut h = Handled::default();
+        let decoded = match decode(conn, frame) {
+            Ok(d) => d,
+            Err(e) => {
+                h.error = Some(e);
+                return h;
+            }
+        };
+        let incoming: u64 = decoded
+            .iter()
+            .map(|d| match d {
+                Decoded::Update(bytes, _) => bytes.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        if incoming > 0
+            && let Err(e) = self.admit_size(incoming, limits.max_document)
+        {
+            h.error = Some(e);
+            return h;
         }
-        let mut out = Vec::new();
-        for msg in messages {
-            self.message(conn, msg, &mut out)?;
+        for d in decoded {
+            if let Err(e) = self.apply(conn, d, &mut h.out) {
+                h.error = Some(e);
+                break;
+            }
         }
-        Ok(out)
+        h
     }
 
-    fn message(
+    /// Refuse `incoming` update bytes that could take the document past `max`. The running
+    /// estimate only grows, so it is re-measured (one encode of the document, pending updates
+    /// included) before anything is refused on its word.
+    fn admit_size(&mut self, incoming: u64, max: u64) -> Result<(), ProtocolError> {
+        if self.size.saturating_add(incoming) <= max {
+            return Ok(());
+        }
+        self.size = self.snapshot().len() as u64;
+        let size = self.size.saturating_add(incoming);
+        if size <= max {
+            Ok(())
+        } else {
+            Err(ProtocolError::TooLarge { size, max })
+        }
+    }
+
+    /// The exact encoded size of the document (one full encode).
+    pub fn encoded_size(&self) -> u64 {
+        self.snapshot().len() as u64
+    }
+
+    fn apply(
         &mut self,
         conn: &mut Conn,
-        msg: Message,
+        msg: Decoded<'_>,
         out: &mut Vec<Out>,
     ) -> Result<(), ProtocolError> {
         match msg {
-            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+            Decoded::Step1(sv) => {
                 let diff = self.doc().transact().encode_state_as_update_v1(&sv);
                 out.push(Out::Reply(
                     Message::Sync(SyncMessage::SyncStep2(diff)).encode_v1(),
                 ));
             }
-            Message::Sync(SyncMessage::SyncStep2(bytes))
-            | Message::Sync(SyncMessage::Update(bytes)) => {
-                if conn.read_only {
-                    out.push(Out::Reply(
-                        Message::Auth(Some("read-only".into())).encode_v1(),
-                    ));
-                    return Ok(());
-                }
-                let update = guarded(|| Update::decode_v1(&bytes))
-                    .map_err(ProtocolError::InvalidUpdate)?
-                    .map_err(|e| ProtocolError::InvalidUpdate(e.to_string()))?;
-                self.doc()
-                    .transact_mut()
-                    .apply_update(update)
-                    .map_err(|e| ProtocolError::InvalidUpdate(e.to_string()))?;
-                out.push(Out::Broadcast(
-                    Message::Sync(SyncMessage::Update(bytes.clone())).encode_v1(),
-                ));
-                out.push(Out::Persist(bytes));
-            }
-            Message::Awareness(update) => {
-                // Other clients JSON.parse every state: one that does not parse would break them.
-                for (id, entry) in &update.clients {
-                    if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
-                        return Err(ProtocolError::InvalidAwareness(format!(
-                            "state of client {id} is not JSON"
-                        )));
+            Decoded::Denied => out.push(Out::Reply(
+                Message::Auth(Some("read-only".into())).encode_v1(),
+            )),
+            Decoded::Update(bytes, update) => {
+                let before = self.doc().transact().state_vector();
+                let result = guarded(|| self.doc().transact_mut().apply_update(update));
+                let error = match result {
+                    Ok(Ok(())) => {
+                        self.size += bytes.len() as u64;
+                        out.push(Out::Broadcast(
+                            Message::Sync(SyncMessage::Update(bytes.to_vec())).encode_v1(),
+                        ));
+                        out.push(Out::Persist(bytes.to_vec()));
+                        return Ok(());
                     }
+                    Ok(Err(e)) => ProtocolError::Invalid(format!("update: {e}")),
+                    Err(panic) => ProtocolError::Internal(format!("applying an update: {panic}")),
+                };
+                // Part of the update may have been integrated before the failure: what the
+                // document gained goes out and into the store like any update.
+                let gained = {
+                    let txn = self.doc().transact();
+                    (txn.state_vector() != before).then(|| txn.encode_state_as_update_v1(&before))
+                };
+                if let Some(diff) = gained {
+                    self.size += diff.len() as u64;
+                    out.push(Out::Broadcast(
+                        Message::Sync(SyncMessage::Update(diff.clone())).encode_v1(),
+                    ));
+                    out.push(Out::Persist(diff));
                 }
+                return Err(error);
+            }
+            Decoded::Awareness(update) => {
+                let mut removed_here = HashMap::new();
                 for (id, entry) in &update.clients {
                     if &*entry.json == "null" {
                         conn.clients.remove(&id.get());
-                    } else {
-                        conn.clients.insert(id.get());
+                        continue;
+                    }
+                    conn.clients.insert(id.get());
+                    // A provider that reconnects re-announces its state at the clock it had,
+                    // which the room (having removed it at that clock when it left) ignores as
+                    // not newer, until its renewal 15-30 s later. Tell it it was removed: the
+                    // provider then bumps its clock and re-announces at once.
+                    if let Ok(known) = self.awareness.update_with_clients([*id])
+                        && let Some(k) = known.clients.get(id)
+                        && &*k.json == "null"
+                        && k.clock >= entry.clock
+                    {
+                        removed_here.insert(*id, k.clone());
                     }
                 }
                 let encoded = Message::Awareness(update.clone()).encode_v1();
                 self.awareness
                     .apply_update(update)
-                    .map_err(|e| ProtocolError::InvalidAwareness(e.to_string()))?;
+                    .map_err(|e| ProtocolError::Invalid(format!("awareness update: {e}")))?;
                 out.push(Out::Broadcast(encoded));
+                if !removed_here.is_empty() {
+                    let update = AwarenessUpdate {
+                        clients: removed_here,
+                    };
+                    out.push(Out::Reply(Message::Awareness(update).encode_v1()));
+                }
             }
-            Message::AwarenessQuery => {
+            Decoded::Query => {
                 if let Ok(update) = self.awareness.update() {
                     out.push(Out::Reply(Message::Awareness(update).encode_v1()));
                 }
             }
-            // Clients do not send Auth; ignore it rather than fail.
-            Message::Auth(_) => {}
-            Message::Custom(tag, _) => return Err(ProtocolError::Unsupported(tag)),
         }
         Ok(())
+    }
+
+    /// Remove the awareness states of `ids` the way y-protocols' `removeAwarenessStates` does
+    /// for remote clients: the state goes, the clock stays (yrs's `remove_state` bumps it, which
+    /// makes the client's next announcement "not newer" and delays its return by a renewal).
+    /// Returns the removal to broadcast.
+    fn remove_awareness(&mut self, ids: impl IntoIterator<Item = ClientID>) -> Option<Vec<u8>> {
+        let clients: HashMap<ClientID, AwarenessUpdateEntry> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let (clock, _) = self.awareness.meta(id)?;
+                Some((
+                    id,
+                    AwarenessUpdateEntry {
+                        clock,
+                        json: "null".into(),
+                    },
+                ))
+            })
+            .collect();
+        if clients.is_empty() {
+            return None;
+        }
+        let update = AwarenessUpdate { clients };
+        let frame = Message::Awareness(update.clone()).encode_v1();
+        // Same clock and a null state: applied as a removal, clock unchanged.
+        self.awareness.apply_update(update).ok()?;
+        Some(frame)
     }
 
     /// `conn` is gone (cleanly or not): drop every awareness state it announced and return the
     /// removal to broadcast, if there was any.
     pub fn leave(&mut self, conn: &mut Conn) -> Option<Vec<u8>> {
-        let ids: Vec<u64> = conn.clients.drain().collect();
-        if ids.is_empty() {
-            return None;
-        }
-        for id in &ids {
-            self.awareness.remove_state(ClientID::new(*id));
-        }
-        let update = self
-            .awareness
-            .update_with_clients(ids.iter().map(|id| ClientID::new(*id)))
-            .ok()?;
-        Some(Message::Awareness(update).encode_v1())
+        let ids: Vec<ClientID> = conn.clients.drain().map(ClientID::new).collect();
+        self.remove_awareness(ids)
     }
 
     /// Drop awareness states not renewed for `timeout_ms` (clients renew every 15 s; y-websocket
@@ -239,14 +370,7 @@ impl Room {
             .filter(|(_, s)| s.data.is_some() && s.last_updated.saturating_add(timeout_ms) < now_ms)
             .map(|(id, _)| id)
             .collect();
-        if stale.is_empty() {
-            return None;
-        }
-        for id in &stale {
-            self.awareness.remove_state(*id);
-        }
-        let update = self.awareness.update_with_clients(stale).ok()?;
-        Some(Message::Awareness(update).encode_v1())
+        self.remove_awareness(stale)
     }
 
     /// Awareness client ids currently known (for tests and metrics).
@@ -262,13 +386,62 @@ impl Room {
     }
 }
 
-/// Run a decoder over untrusted bytes, turning a panic into an error. yrs asserts in debug builds
-/// that client ids fit in 53 bits (as Yjs's do) while decoding attacker-controlled input; one
-/// connection's bad frame must never take a worker thread's task down. Decoding touches no
-/// shared state, so unwinding out of it is harmless.
+/// Validate and decode every message of a frame (nothing is applied yet). Payloads a
+/// read-only connection may not send are not looked at.
+fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, ProtocolError> {
+    let messages = wire::split(frame).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if messages.is_empty() {
+        return Err(ProtocolError::Malformed("empty frame".into()));
+    }
+    let invalid =
+        |what: &str, e: &dyn std::fmt::Display| ProtocolError::Invalid(format!("{what}: {e}"));
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        out.push(match m {
+            Msg::SyncStep1(sv) => {
+                wire::check_state_vector(sv).map_err(|e| invalid("state vector", &e))?;
+                let sv = guarded(|| StateVector::decode_v1(sv))
+                    .map_err(|e| invalid("state vector", &e))?
+                    .map_err(|e| invalid("state vector", &e))?;
+                Decoded::Step1(sv)
+            }
+            Msg::SyncStep2(_) | Msg::Update(_) if conn.read_only => Decoded::Denied,
+            Msg::SyncStep2(bytes) | Msg::Update(bytes) => {
+                wire::check_update(bytes).map_err(|e| invalid("update", &e))?;
+                let update = guarded(|| Update::decode_v1(bytes))
+                    .map_err(|e| invalid("update", &e))?
+                    .map_err(|e| invalid("update", &e))?;
+                Decoded::Update(bytes, update)
+            }
+            Msg::Awareness(bytes) => {
+                wire::check_awareness(bytes).map_err(|e| invalid("awareness update", &e))?;
+                let update = guarded(|| AwarenessUpdate::decode_v1(bytes))
+                    .map_err(|e| invalid("awareness update", &e))?
+                    .map_err(|e| invalid("awareness update", &e))?;
+                // Other clients JSON.parse every state: one that does not parse would break them.
+                for (id, entry) in &update.clients {
+                    if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
+                        return Err(ProtocolError::Invalid(format!(
+                            "awareness state of client {id} is not JSON"
+                        )));
+                    }
+                }
+                Decoded::Awareness(update)
+            }
+            Msg::QueryAwareness => Decoded::Query,
+            // Clients do not send Auth; ignore it rather than fail.
+            Msg::Auth => continue,
+            Msg::Custom(tag) => return Err(ProtocolError::Unsupported(tag)),
+        });
+    }
+    Ok(out)
+}
+
+/// Run yrs over bytes that passed validation, turning a panic into an error: validation
+/// bounds what yrs is given, and this keeps a yrs bug on some other input to one connection.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|_| "undecodable (rejected by the decoder)".to_string())
+        .map_err(|_| "rejected by the decoder (panicked)".to_string())
 }
 
 /// Decode a frame's awareness update (tests and tools).
@@ -283,6 +456,10 @@ pub fn decode_awareness(frame: &[u8]) -> Option<AwarenessUpdate> {
 mod tests {
     use super::*;
     use yrs::{GetString, Text};
+
+    const LIMITS: Limits = Limits {
+        max_document: 1 << 30,
+    };
 
     /// A client-side document, as the JS provider keeps one.
     fn client_edit(doc: &Doc, text: &str) -> Vec<u8> {
@@ -320,14 +497,16 @@ mod tests {
         let (mut a, mut b) = (Conn::default(), Conn::default());
         let (doc_a, doc_b) = (Doc::new(), Doc::new());
         let out = room
-            .handle(&mut a, &update_frame(client_edit(&doc_a, "hello ")))
+            .handle(&mut a, &update_frame(client_edit(&doc_a, "hello ")), LIMITS)
+            .into_result()
             .unwrap();
         let [Out::Broadcast(f), Out::Persist(_)] = &out[..] else {
             panic!("{out:?}")
         };
         apply(&doc_b, f);
         let out = room
-            .handle(&mut b, &update_frame(client_edit(&doc_b, "world")))
+            .handle(&mut b, &update_frame(client_edit(&doc_b, "world")), LIMITS)
+            .into_result()
             .unwrap();
         let [Out::Broadcast(f), Out::Persist(_)] = &out[..] else {
             panic!("{out:?}")
@@ -340,7 +519,10 @@ mod tests {
         let late = Doc::new();
         let step1 =
             Message::Sync(SyncMessage::SyncStep1(late.transact().state_vector())).encode_v1();
-        let out = room.handle(&mut Conn::default(), &step1).unwrap();
+        let out = room
+            .handle(&mut Conn::default(), &step1, LIMITS)
+            .into_result()
+            .unwrap();
         let [Out::Reply(f)] = &out[..] else {
             panic!("{out:?}")
         };
@@ -361,7 +543,10 @@ mod tests {
         let doc = Doc::new();
         let mut frame = update_frame(client_edit(&doc, "a"));
         frame.extend(Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1());
-        let out = room.handle(&mut Conn::default(), &frame).unwrap();
+        let out = room
+            .handle(&mut Conn::default(), &frame, LIMITS)
+            .into_result()
+            .unwrap();
         assert!(
             matches!(
                 &out[..],
@@ -378,7 +563,7 @@ mod tests {
         let mut peer = Awareness::new(Doc::with_client_id(42));
         peer.set_local_state_raw(r#"{"user":"ann"}"#);
         let frame = Message::Awareness(peer.update().unwrap()).encode_v1();
-        let out = room.handle(&mut a, &frame).unwrap();
+        let out = room.handle(&mut a, &frame, LIMITS).into_result().unwrap();
         assert!(matches!(&out[..], [Out::Broadcast(_)]));
         assert_eq!(room.awareness_clients(), vec![42]);
         assert_eq!(
@@ -406,7 +591,9 @@ mod tests {
                 peer.set_local_state_raw(r#"{"user":"x"}"#);
             }
             let frame = Message::Awareness(peer.update().unwrap()).encode_v1();
-            room.handle(&mut Conn::default(), &frame).unwrap();
+            room.handle(&mut Conn::default(), &frame, LIMITS)
+                .into_result()
+                .unwrap();
         };
         announce(&mut room, 1, 1);
         now.fetch_add(20_000, Ordering::Relaxed);
@@ -442,7 +629,12 @@ mod tests {
             ..Default::default()
         };
         let out = room
-            .handle(&mut ro, &update_frame(client_edit(&Doc::new(), "x")))
+            .handle(
+                &mut ro,
+                &update_frame(client_edit(&Doc::new(), "x")),
+                LIMITS,
+            )
+            .into_result()
             .unwrap();
         let [Out::Reply(f)] = &out[..] else {
             panic!("{out:?}")
@@ -456,21 +648,37 @@ mod tests {
     fn bad_input_is_refused_with_the_right_code_and_the_document_survives() {
         let mut room = Room::default();
         let mut c = Conn::default();
-        room.handle(&mut c, &update_frame(client_edit(&Doc::new(), "kept")))
-            .unwrap();
+        room.handle(
+            &mut c,
+            &update_frame(client_edit(&Doc::new(), "kept")),
+            LIMITS,
+        )
+        .into_result()
+        .unwrap();
         let e = room
-            .handle(&mut c, &update_frame(vec![0xff, 0xff, 0xff, 0x01, 0x02]))
+            .handle(
+                &mut c,
+                &update_frame(vec![0xff, 0xff, 0xff, 0x01, 0x02]),
+                LIMITS,
+            )
+            .into_result()
             .unwrap_err();
         assert_eq!(e.close_code(), 1007, "{e}");
-        let e = room.handle(&mut c, &[5, 0]).unwrap_err();
+        let e = room
+            .handle(&mut c, &[5, 0], LIMITS)
+            .into_result()
+            .unwrap_err();
         assert_eq!(e, ProtocolError::Unsupported(5));
         assert_eq!(e.close_code(), 1003);
-        let e = room.handle(&mut c, &[]).unwrap_err();
+        let e = room.handle(&mut c, &[], LIMITS).into_result().unwrap_err();
         assert_eq!(e.close_code(), 1002);
-        let e = room.handle(&mut c, &[0, 9, 1]).unwrap_err();
+        let e = room
+            .handle(&mut c, &[0, 9, 1], LIMITS)
+            .into_result()
+            .unwrap_err();
         assert_eq!(e.close_code(), 1002, "{e}");
         // An awareness client id wider than Yjs's 53 bits (yrs's decoder asserts on it in debug
-        // builds): refused as undecodable, not a panic.
+        // builds): refused by validation, in every build.
         let mut bad = vec![1u8];
         let mut payload = Vec::new();
         payload.push(1); // one client
@@ -479,10 +687,159 @@ mod tests {
         payload.extend([4, b'n', b'u', b'l', b'l']);
         bad.push(payload.len() as u8);
         bad.extend(payload);
-        if cfg!(debug_assertions) {
-            let e = room.handle(&mut c, &bad).unwrap_err();
-            assert_eq!(e.close_code(), 1002, "{e}");
-        }
+        let e = room.handle(&mut c, &bad, LIMITS).into_result().unwrap_err();
+        assert_eq!(e.close_code(), 1007, "{e}");
         assert_eq!(text(room.doc()), "kept");
+    }
+
+    #[test]
+    fn hostile_payloads_are_refused_1007_before_yrs_sees_them() {
+        let mut room = Room::default();
+        let mut c = Conn::default();
+        // Any nested past the limit (the stack-overflow update), and a 2^29-entry state vector.
+        let deep = update_frame(crate::rooms::wire::tests::nested_any_update(10_000));
+        let e = room
+            .handle(&mut c, &deep, LIMITS)
+            .into_result()
+            .unwrap_err();
+        assert_eq!(e.close_code(), 1007, "{e}");
+        let bomb = [0, 0, 5, 0x80, 0x80, 0x80, 0x80, 0x02];
+        let e = room
+            .handle(&mut c, &bomb, LIMITS)
+            .into_result()
+            .unwrap_err();
+        assert_eq!(e.close_code(), 1007, "{e}");
+        // A read-only connection's update is refused without being decoded: even a hostile one
+        // only earns PermissionDenied.
+        let mut ro = Conn {
+            read_only: true,
+            ..Default::default()
+        };
+        let out = room.handle(&mut ro, &deep, LIMITS).into_result().unwrap();
+        assert!(matches!(&out[..], [Out::Reply(f)] if f[0] == 2));
+    }
+
+    #[test]
+    fn a_frame_that_does_not_decode_applies_nothing() {
+        let mut room = Room::default();
+        let mut frame = update_frame(client_edit(&Doc::new(), "PARTIAL"));
+        frame.extend(update_frame(vec![0xff, 0xff, 0xff, 0x01, 0x02]));
+        let h = room.handle(&mut Conn::default(), &frame, LIMITS);
+        assert_eq!(h.error.as_ref().map(|e| e.close_code()), Some(1007));
+        assert!(h.out.is_empty(), "{:?}", h.out);
+        assert_eq!(text(room.doc()), "");
+    }
+
+    #[test]
+    fn an_update_failing_midway_still_broadcasts_and_persists_what_was_applied() {
+        // First update fine; the second's item names a parent (an item holding a string, not
+        // a type): yrs integrates the first and fails on the second with InvalidParent.
+        let mut room = Room::default();
+        let doc = Doc::with_client_id(1);
+        let first = client_edit(&doc, "applied");
+        let bad = {
+            // One item of client 2 whose parent is item (1, 0) (a string), then a bad content.
+            vec![1, 1, 2, 0, 4, 0, 1, 0, 1, b'x', 0]
+        };
+        let mut frame = update_frame(first);
+        frame.extend(update_frame(bad));
+        let h = room.handle(&mut Conn::default(), &frame, LIMITS);
+        assert_eq!(
+            h.error.as_ref().map(|e| e.close_code()),
+            Some(1007),
+            "{h:?}"
+        );
+        assert_eq!(text(room.doc()), "applied");
+        let persisted = h
+            .out
+            .iter()
+            .filter(|o| matches!(o, Out::Persist(_)))
+            .count();
+        let broadcast = h
+            .out
+            .iter()
+            .filter(|o| matches!(o, Out::Broadcast(_)))
+            .count();
+        assert!(persisted >= 1 && broadcast == persisted, "{:?}", h.out);
+        // What was persisted rebuilds the document.
+        let rows: Vec<Vec<u8>> = h
+            .out
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Persist(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        let (rebuilt, skipped) = Room::from_updates(&rows);
+        assert!(skipped.is_empty());
+        assert_eq!(text(rebuilt.doc()), text(room.doc()));
+    }
+
+    #[test]
+    fn documents_stop_growing_at_max_document() {
+        let mut room = Room::default();
+        let mut c = Conn::default();
+        let limits = Limits { max_document: 4096 };
+        let doc = Doc::new();
+        let big = client_edit(&doc, &"x".repeat(3000));
+        room.handle(&mut c, &update_frame(big), limits)
+            .into_result()
+            .unwrap();
+        let more = client_edit(&doc, &"y".repeat(2000));
+        let e = room
+            .handle(&mut c, &update_frame(more), limits)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(e, ProtocolError::TooLarge { .. }), "{e}");
+        assert_eq!(e.close_code(), 1009);
+        assert_eq!(
+            text(room.doc()).len(),
+            3000,
+            "the refused update was not applied"
+        );
+        // The refusal re-measured the document exactly: a small edit still fits.
+        let small = Doc::new();
+        room.handle(&mut c, &update_frame(client_edit(&small, "z")), limits)
+            .into_result()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_reconnecting_client_is_told_to_re_announce() {
+        let mut room = Room::default();
+        let mut first = Conn::default();
+        let mut peer = Awareness::new(Doc::with_client_id(42));
+        peer.set_local_state_raw(r#"{"user":"ann"}"#);
+        let announce = Message::Awareness(peer.update().unwrap()).encode_v1();
+        room.handle(&mut first, &announce, LIMITS)
+            .into_result()
+            .unwrap();
+        // It leaves: removed at its own clock (1), as y-protocols does.
+        let removal = room.leave(&mut first).unwrap();
+        let u = decode_awareness(&removal).unwrap();
+        assert_eq!(u.clients[&ClientID::new(42)].clock, 1);
+        // It comes back announcing the same clock: applied? No (not newer) -- so the room
+        // answers with a removal at that clock, which makes the provider bump and re-announce.
+        let mut second = Conn::default();
+        let out = room
+            .handle(&mut second, &announce, LIMITS)
+            .into_result()
+            .unwrap();
+        let reply = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Reply(f) => decode_awareness(f),
+                _ => None,
+            })
+            .expect("a reply telling the client it was removed");
+        assert_eq!(&*reply.clients[&ClientID::new(42)].json, "null");
+        assert_eq!(reply.clients[&ClientID::new(42)].clock, 1);
+        // The provider's answer (clock 2) is applied.
+        peer.set_local_state_raw(r#"{"user":"ann"}"#);
+        let again = Message::Awareness(peer.update().unwrap()).encode_v1();
+        room.handle(&mut second, &again, LIMITS)
+            .into_result()
+            .unwrap();
+        assert_eq!(room.awareness_clients(), vec![42]);
     }
 }

@@ -5,8 +5,8 @@
 
 use super::auth::HttpClient;
 use super::callback;
-use super::protocol::Room;
-use super::store::RedbStore;
+use super::protocol::{Conn, Handled, Limits, Out, Room};
+use super::store::{RoomStore, StoreError};
 use crate::config::RoomsConfig;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -27,7 +27,12 @@ pub struct RoomHandle {
     pub room: Mutex<Room>,
     /// Every connection of the room subscribes; broadcasts reach the sender too.
     pub fanout: broadcast::Sender<Bytes>,
-    store: Option<Arc<RedbStore>>,
+    store: Option<Arc<dyn RoomStore>>,
+    /// False when stored rows could not be applied at load: the log is then never compacted
+    /// (a snapshot would drop those rows for good); they stay for an operator to look at.
+    compactable: bool,
+    /// The route's metrics label.
+    route: Arc<str>,
     /// Open connections; the room unloads after it stays 0 for `unload_after`.
     conns: AtomicUsize,
     /// Bumped by every join, so an unload timer from before a re-join does nothing.
@@ -39,18 +44,64 @@ pub struct RoomHandle {
 }
 
 impl RoomHandle {
-    /// An update was applied: queue it for the store (compacting a long log) and tell the
-    /// callback.
-    pub fn applied(&self, update: &[u8]) {
-        if let Some(store) = &self.store
-            && store.append(&self.name, update)
-        {
-            let snapshot = self.lock().snapshot();
-            store.replace(&self.name, snapshot);
+    /// Handle one frame of `conn` under the room lock, and, still under it, queue what it
+    /// applied for the store (compacting a long log) and send its broadcasts: the store and the
+    /// fan-out get updates in the order they were applied, so a compaction's snapshot can never
+    /// be written before an update it does not contain. Returns the replies for `conn` and the
+    /// error that ends it, if any.
+    pub fn handle(
+        &self,
+        conn: &mut Conn,
+        frame: &[u8],
+        limits: Limits,
+    ) -> (Vec<Vec<u8>>, Option<super::protocol::ProtocolError>) {
+        let mut room = self.lock();
+        let Handled { out, error } = room.handle(conn, frame, limits);
+        let mut replies = Vec::new();
+        let mut changed = false;
+        for o in out {
+            match o {
+                Out::Reply(f) => replies.push(f),
+                Out::Broadcast(f) => {
+                    let _ = self.fanout.send(Bytes::from(f));
+                }
+                Out::Persist(u) => {
+                    changed = true;
+                    if let Some(store) = &self.store {
+                        match store.append(&self.name, &u) {
+                            Ok(true) if self.compactable => {
+                                if let Err(e) = store.replace(&self.name, room.snapshot()) {
+                                    tracing::error!(room = %self.name, error = %e, "cannot compact room log");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::error!(room = %self.name, error = %e, "cannot queue room update")
+                            }
+                        }
+                    }
+                }
+            }
         }
-        if let Some(n) = &self.changed {
+        drop(room);
+        if let Some(e) = &error {
+            let reason = match e.close_code() {
+                1009 => "document_limit",
+                1011 => "internal",
+                _ => "invalid",
+            };
+            crate::metrics::get()
+                .rooms_refusals
+                .get_or_create(&crate::metrics::labels([
+                    ("route", &self.route),
+                    ("reason", reason),
+                ]))
+                .inc();
+        }
+        if changed && let Some(n) = &self.changed {
             n.notify_one();
         }
+        (replies, error)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Room> {
@@ -65,7 +116,7 @@ impl RoomHandle {
 pub struct Registry {
     rooms: tokio::sync::Mutex<HashMap<String, Arc<RoomHandle>>>,
     loaded: AtomicUsize,
-    pub store: Option<Arc<RedbStore>>,
+    pub store: Option<Arc<dyn RoomStore>>,
     /// Replaced by a config reload; read per connection.
     config: arc_swap::ArcSwap<RoomsConfig>,
     /// Forward auth and callbacks.
@@ -78,7 +129,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         config: RoomsConfig,
-        store: Option<Arc<RedbStore>>,
+        store: Option<Arc<dyn RoomStore>>,
         shutdown: CancellationToken,
         label: String,
     ) -> Registry {
@@ -103,35 +154,48 @@ impl Registry {
     }
 
     /// Join `name`, loading the room if it is not in memory. Counts the connection until
-    /// [`Registry::leave`].
-    pub async fn join(self: &Arc<Self>, name: &str) -> Arc<RoomHandle> {
+    /// [`Registry::leave`]. A room whose stored log cannot be read is refused (the caller answers
+    /// 503): starting it empty would let new edits be written over the stored document.
+    pub async fn join(self: &Arc<Self>, name: &str) -> Result<Arc<RoomHandle>, StoreError> {
         let mut rooms = self.rooms.lock().await;
         if let Some(h) = rooms.get(name) {
             h.conns.fetch_add(1, Ordering::Relaxed);
             h.generation.fetch_add(1, Ordering::Relaxed);
-            return h.clone();
+            return Ok(h.clone());
         }
-        let room = match &self.store {
-            None => Room::default(),
+        let refused = |reason: &str| {
+            crate::metrics::get()
+                .rooms_refusals
+                .get_or_create(&crate::metrics::labels([
+                    ("route", &self.label),
+                    ("reason", reason),
+                ]))
+                .inc();
+        };
+        let (room, compactable) = match &self.store {
+            None => (Room::default(), true),
             Some(store) => {
                 let (store, n) = (store.clone(), name.to_string());
-                // Commit what is queued first (an unloading room's snapshot, say), then read.
-                let loaded = tokio::task::spawn_blocking(move || {
-                    store.flush()?;
-                    store.load(&n)
-                })
-                .await;
-                match loaded {
-                    Ok(Ok(updates)) => Room::from_updates(&updates),
-                    Ok(Err(e)) => {
-                        tracing::error!(room = name, error = %e, "cannot load room; starting it empty");
-                        Room::default()
-                    }
-                    Err(e) => {
-                        tracing::error!(room = name, error = %e, "room load task failed; starting it empty");
-                        Room::default()
+                let loaded = tokio::task::spawn_blocking(move || store.load(&n))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Io {
+                            path: String::new(),
+                            reason: format!("load task failed: {e}"),
+                        })
+                    });
+                let updates = loaded.inspect_err(|e| {
+                    tracing::error!(room = name, error = %e, "cannot load room; refusing the join");
+                    refused("load_failed");
+                })?;
+                let (room, skipped) = Room::from_updates(&updates);
+                if !skipped.is_empty() {
+                    tracing::error!(room = name, rows = ?skipped, "stored rows of this room could not be applied; its log is kept as it is (never compacted)");
+                    for _ in &skipped {
+                        refused("unreadable_row");
                     }
                 }
+                (room, skipped.is_empty())
             }
         };
         let stop = CancellationToken::new();
@@ -142,6 +206,8 @@ impl Registry {
             room: Mutex::new(room),
             fanout: broadcast::channel(FANOUT_CAPACITY).0,
             store: self.store.clone(),
+            compactable,
+            route: Arc::from(self.label.as_str()),
             conns: AtomicUsize::new(1),
             generation: AtomicU64::new(0),
             changed,
@@ -158,7 +224,7 @@ impl Registry {
         rooms.insert(name.to_string(), h.clone());
         self.loaded.store(rooms.len(), Ordering::Relaxed);
         tracing::debug!(room = name, "room loaded");
-        h
+        Ok(h)
     }
 
     /// A connection of `h` ended; the room unloads if nobody joins within `unload_after`.
@@ -190,11 +256,15 @@ impl Registry {
         }
         rooms.remove(&h.name);
         self.loaded.store(rooms.len(), Ordering::Relaxed);
-        if let Some(store) = &self.store
-            && store.rows(&h.name) > 1
-        {
-            // Next load reads one row instead of the whole log.
-            store.replace(&h.name, h.lock().snapshot());
+        if let Some(store) = &self.store {
+            let room = h.lock();
+            if h.compactable && store.rows(&h.name) > 1 {
+                // Next load reads one row instead of the whole log.
+                if let Err(e) = store.replace(&h.name, room.snapshot()) {
+                    tracing::error!(room = %h.name, error = %e, "cannot compact room log");
+                }
+            }
+            store.unload(&h.name);
         }
         h.stop.cancel();
         tracing::debug!(room = %h.name, "room unloaded");
@@ -232,7 +302,7 @@ impl Registry {
                 Ok(0) => {}
                 Ok(n) => {
                     let m = crate::metrics::get();
-                    let l = crate::metrics::labels([("path", &store.path)]);
+                    let l = crate::metrics::labels([("path", store.name())]);
                     crate::metrics::observe(&m.store_flush_seconds, &l, started.elapsed());
                     m.store_flush_operations.get_or_create(&l).observe(n as f64);
                     tracing::debug!(operations = n, "room store flushed");

@@ -6,7 +6,7 @@
 //! while idle); frames the fan-out has piled up for a connection go out in one write.
 
 use super::auth::Access;
-use super::protocol::{Conn, Out};
+use super::protocol::{Conn, Limits};
 use super::registry::{Registry, RoomHandle};
 use crate::config::{Guard, RatePolicy};
 use crate::ws::conn::{Incoming, Io, WsConn};
@@ -49,6 +49,8 @@ pub struct Session {
     pub room: Arc<RoomHandle>,
     pub access: Access,
     pub guard: Arc<Guard>,
+    /// The room limits of the route's settings when the connection started.
+    pub limits: Limits,
     pub stats: Arc<GuardStats>,
     pub shutdown: CancellationToken,
 }
@@ -275,31 +277,25 @@ fn run<'a>(
                             if throttled {
                                 s.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
                             }
-                            let result = s.room.lock().handle(conn, &data);
+                            let (replies, error) = s.room.handle(conn, &data, s.limits);
                             drop(data);
-                            match result {
-                                Ok(outs) => {
-                                    let mut step = Step::Continue;
-                                    for o in outs {
-                                        match o {
-                                            Out::Reply(f) => {
-                                                queue_data(ws, t, &f);
-                                                step = Step::Flush;
-                                            }
-                                            Out::Broadcast(f) => {
-                                                let _ = s.room.fanout.send(Bytes::from(f));
-                                            }
-                                            Out::Persist(u) => s.room.applied(&u),
-                                        }
-                                    }
-                                    step
-                                }
-                                Err(e) => {
-                                    tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
-                                    s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                                    Step::Close(e.close_code(), "invalid message")
-                                }
+                            let mut step = Step::Continue;
+                            for f in replies {
+                                queue_data(ws, t, &f);
+                                step = Step::Flush;
                             }
+                            if let Some(e) = error {
+                                tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
+                                let why = if e.close_code() == 1009 {
+                                    s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
+                                    "document too large"
+                                } else {
+                                    s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+                                    "invalid message"
+                                };
+                                step = Step::Close(e.close_code(), why);
+                            }
+                            step
                         }
                         Verdict::Over
                             if rates.as_ref().is_some_and(|r| r.policy == RatePolicy::Drop) =>

@@ -112,6 +112,15 @@ impl Running {
 
 /// Bind the listeners, load certificates and start serving.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    start_with(config, crate::proxy::redb_stores()).await
+}
+
+/// [`start`], with room store files opened by `open_store` (tests wrap the redb store in one
+/// that fails on demand).
+pub async fn start_with(
+    config: Config,
+    open_store: crate::proxy::OpenStore,
+) -> Result<Running, ServerError> {
     tls::install_crypto_provider();
     let bind = |field, addr| async move {
         TcpListener::bind(addr)
@@ -151,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         https_addr.port(),
         shutdown.clone(),
         tracker.clone(),
+        open_store,
     )?);
     let admin = match config.server.admin {
         Some(addr) => Some(bind("server.admin", addr).await?),
