@@ -83,7 +83,8 @@ async fn bad_input_closes_only_that_connection_with_the_right_code() {
             vec![0, 2, 4, 0xff, 0xff, 0xff, 0xff],
             1007,
         ),
-        ("truncated awareness", vec![1, 3, 1, 1, 1], 1002),
+        // The envelope is whole, its awareness payload is not: invalid payload (1007).
+        ("truncated awareness", vec![1, 3, 1, 1, 1], 1007),
         // Awareness state that is not JSON (other clients would fail to parse it).
         (
             "awareness state not JSON",
