@@ -30,7 +30,10 @@ pub fn ws_frame(data: &[u8]) {
     };
     let whole = scan(&[stream]);
     let pieces = scan(&pieces(seed, stream));
-    assert_eq!(whole, pieces, "the scanner's verdict depends on how the bytes arrive");
+    assert_eq!(
+        whole, pieces,
+        "the scanner's verdict depends on how the bytes arrive"
+    );
 }
 
 /// What the scanner reported, with the payload bytes of each data frame joined up.
@@ -73,7 +76,8 @@ fn scan(pieces: &[&[u8]]) -> Vec<Seen> {
                         match FrameHeader::parse(held) {
                             Ok(None) => {}
                             Ok(Some(h)) => assert!(
-                                h.is_control() && held.len() < h.header_len + h.payload_len as usize,
+                                h.is_control()
+                                    && held.len() < h.header_len + h.payload_len as usize,
                                 "NeedMore with a whole frame at the front: {h:?}"
                             ),
                             Err(e) => panic!("NeedMore in front of a bad header: {e}"),
@@ -95,8 +99,15 @@ fn scan(pieces: &[&[u8]]) -> Vec<Seen> {
                     pos += n;
                 }
                 Ok(Step::Pass(n)) => {
-                    assert!(n >= 1 && n <= held.len(), "Pass({n}) of {} held", held.len());
-                    assert!(n as u64 <= remaining, "Pass({n}) beyond the frame ({remaining})");
+                    assert!(
+                        n >= 1 && n <= held.len(),
+                        "Pass({n}) of {} held",
+                        held.len()
+                    );
+                    assert!(
+                        n as u64 <= remaining,
+                        "Pass({n}) beyond the frame ({remaining})"
+                    );
                     remaining -= n as u64;
                     let Some(Seen::Payload(p)) = seen.last_mut() else {
                         panic!("payload without a header");
@@ -158,12 +169,23 @@ pub fn ws_conn(data: &[u8]) {
     let whole = decode_all(&[stream], max_frame, max_message);
     let at = stream.len() * usize::from(seed >> 2) / 63;
     let (a, b) = stream.split_at(at);
-    assert_eq!(whole, decode_all(&[a, b], max_frame, max_message), "split at {at}");
-    assert_eq!(whole, decode_all(&pieces(seed, stream), max_frame, max_message));
+    assert_eq!(
+        whole,
+        decode_all(&[a, b], max_frame, max_message),
+        "split at {at}"
+    );
+    assert_eq!(
+        whole,
+        decode_all(&pieces(seed, stream), max_frame, max_message)
+    );
 }
 
 /// Every message until more bytes are needed at the end or the first error (as its text).
-fn decode_all(pieces: &[&[u8]], max_frame: usize, max_message: usize) -> Vec<Result<Incoming, String>> {
+fn decode_all(
+    pieces: &[&[u8]],
+    max_frame: usize,
+    max_message: usize,
+) -> Vec<Result<Incoming, String>> {
     let mut d = Decoder::new(max_frame, max_message);
     let mut out = Vec::new();
     for piece in pieces {
@@ -219,18 +241,28 @@ pub fn room_frame(data: &[u8]) {
     // What the room asked the store to keep.
     let mut persisted = Vec::new();
     while let Some(frame) = next_frame(&mut rest) {
-        let before = (room.doc().transact().state_vector(), room.awareness_clients());
+        let before = (
+            room.doc().transact().state_vector(),
+            room.awareness_clients(),
+        );
         let Handled { out, error } = room.handle(&mut conn, frame, limits);
         check_out(&out, read_only, &mut persisted);
         if read_only {
-            assert_eq!(room.doc().transact().state_vector(), before.0, "read-only wrote");
+            assert_eq!(
+                room.doc().transact().state_vector(),
+                before.0,
+                "read-only wrote"
+            );
         }
         let Some(e) = error else { continue };
         let code = e.close_code();
         assert!(matches!(code, 1002 | 1003 | 1007 | 1009), "{e}");
         if out.is_empty() {
             // Validated and decoded before anything applies: a refused frame changes nothing.
-            let after = (room.doc().transact().state_vector(), room.awareness_clients());
+            let after = (
+                room.doc().transact().state_vector(),
+                room.awareness_clients(),
+            );
             assert_eq!(before, after, "{e}");
         }
         if let Some(removal) = room.leave(&mut conn) {
@@ -250,7 +282,11 @@ pub fn room_frame(data: &[u8]) {
     }
     // The store's view: what was persisted reloads, whole, into the same document.
     let (reloaded, skipped) = Room::from_updates(&persisted);
-    assert_eq!(skipped, Vec::<usize>::new(), "persisted rows that do not reload");
+    assert_eq!(
+        skipped,
+        Vec::<usize>::new(),
+        "persisted rows that do not reload"
+    );
     assert_eq!(
         reloaded.doc().transact().state_vector(),
         room.doc().transact().state_vector(),
@@ -280,7 +316,8 @@ fn check_out(out: &[Out], read_only: bool, persisted: &mut Vec<Vec<u8>>) {
     for o in out {
         match o {
             Out::Reply(f) | Out::Broadcast(f) => match one_message(f) {
-                Message::Sync(SyncMessage::SyncStep2(u)) | Message::Sync(SyncMessage::Update(u)) => {
+                Message::Sync(SyncMessage::SyncStep2(u))
+                | Message::Sync(SyncMessage::Update(u)) => {
                     Update::decode_v1(&u).expect("the room sends an update that does not decode");
                 }
                 _ => {}
@@ -320,7 +357,9 @@ pub fn awareness(data: &[u8]) {
     frame.write_buf(data);
     let mut room = Room::with_clock(Doc::new(), || 1_000);
     let mut conn = Conn::default();
-    let limits = Limits { max_document: 1 << 20 };
+    let limits = Limits {
+        max_document: 1 << 20,
+    };
     let out = match room.handle(&mut conn, &frame, limits).into_result() {
         Ok(out) => out,
         Err(e) => {
@@ -345,9 +384,16 @@ pub fn awareness(data: &[u8]) {
     let ids: HashSet<u64> = u.clients.keys().map(|id| id.get()).collect();
     assert!(conn.clients.is_subset(&ids));
     let known: HashSet<u64> = room.awareness_clients().into_iter().collect();
-    assert!(known.is_subset(&conn.clients), "{known:?} {:?}", conn.clients);
+    assert!(
+        known.is_subset(&conn.clients),
+        "{known:?} {:?}",
+        conn.clients
+    );
     room.leave(&mut conn);
-    assert!(room.awareness_clients().is_empty(), "states outlive their connection");
+    assert!(
+        room.awareness_clients().is_empty(),
+        "states outlive their connection"
+    );
 }
 
 /// The HTTP/1 request-smuggling guard (`server::framing::Tracker`). Input: one byte that chooses
@@ -399,7 +445,10 @@ pub fn config(data: &[u8]) {
                 if let Some(HostPattern::Exact(h) | HostPattern::Wildcard(h)) = &r.host {
                     assert_eq!(h, &h.to_ascii_lowercase(), "host not stored lower-case");
                 }
-                assert!(seen.insert((r.host.clone(), r.path.clone())), "duplicate route");
+                assert!(
+                    seen.insert((r.host.clone(), r.path.clone())),
+                    "duplicate route"
+                );
             }
             let s = &c.server;
             assert!(s.http != s.https || s.http.port() == 0);

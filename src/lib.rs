@@ -16,6 +16,7 @@
 //!   guard, redb store, auth, callback).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`); [`metrics`] holds the
 //!   counters; [`systemd`] speaks sd_notify (ready, reloading, stopping, watchdog).
+//! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`, shared with `cargo test`.
 //!
 //! Reload: SIGHUP -> `config::Config::load` (same as `check`) -> `server::Running::reload` swaps
 //! the proxy's state (routes, limits, admission, room settings) for new connections.
@@ -32,6 +33,8 @@
 
 pub mod admin;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod callback;
 pub mod protocol;
 pub mod registry;
+pub mod room;
 pub mod socket;
 pub mod store;
 pub mod wire;

@@ -233,6 +233,11 @@ impl Room {
         }
     }
 
+    /// The document's estimated encoded size (an upper bound; see [`Room::handle`]).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The exact encoded size of the document (one full encode).
     pub fn encoded_size(&self) -> u64 {
         self.snapshot().len() as u64

@@ -5,7 +5,8 @@
 
 use super::auth::HttpClient;
 use super::callback;
-use super::protocol::{Conn, Handled, Limits, Out, Room};
+use super::protocol::Room;
+pub use super::room::{FANOUT_CAPACITY, RoomHandle};
 use super::store::{RoomStore, StoreError};
 use crate::config::RoomsConfig;
 use bytes::Bytes;
@@ -16,102 +17,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-/// Frames a room fans out; a subscriber this far behind is closed (1013) instead of buffering.
-pub const FANOUT_CAPACITY: usize = 256;
 /// How often stale awareness states are looked for (at most; more often for short timeouts).
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
-
-pub struct RoomHandle {
-    pub name: String,
-    /// The document and awareness; locked only for the (synchronous) handling of one frame.
-    pub room: Mutex<Room>,
-    /// Every connection of the room subscribes; broadcasts reach the sender too.
-    pub fanout: broadcast::Sender<Bytes>,
-    store: Option<Arc<dyn RoomStore>>,
-    /// False when stored rows could not be applied at load: the log is then never compacted
-    /// (a snapshot would drop those rows for good); they stay for an operator to look at.
-    compactable: bool,
-    /// The route's metrics label.
-    route: Arc<str>,
-    /// Open connections; the room unloads after it stays 0 for `unload_after`.
-    conns: AtomicUsize,
-    /// Bumped by every join, so an unload timer from before a re-join does nothing.
-    generation: AtomicU64,
-    /// Wakes the room's callback task after a change (None: no callback configured).
-    changed: Option<Arc<Notify>>,
-    /// Ends the room's callback task (which sends what is pending) when the room unloads.
-    stop: CancellationToken,
-}
-
-impl RoomHandle {
-    /// Handle one frame of `conn` under the room lock, and, still under it, queue what it
-    /// applied for the store (compacting a long log) and send its broadcasts: the store and the
-    /// fan-out get updates in the order they were applied, so a compaction's snapshot can never
-    /// be written before an update it does not contain. Returns the replies for `conn` and the
-    /// error that ends it, if any.
-    pub fn handle(
-        &self,
-        conn: &mut Conn,
-        frame: &[u8],
-        limits: Limits,
-    ) -> (Vec<Vec<u8>>, Option<super::protocol::ProtocolError>) {
-        let mut room = self.lock();
-        let Handled { out, error } = room.handle(conn, frame, limits);
-        let mut replies = Vec::new();
-        let mut changed = false;
-        for o in out {
-            match o {
-                Out::Reply(f) => replies.push(f),
-                Out::Broadcast(f) => {
-                    let _ = self.fanout.send(Bytes::from(f));
-                }
-                Out::Persist(u) => {
-                    changed = true;
-                    if let Some(store) = &self.store {
-                        match store.append(&self.name, &u) {
-                            Ok(true) if self.compactable => {
-                                if let Err(e) = store.replace(&self.name, room.snapshot()) {
-                                    tracing::error!(room = %self.name, error = %e, "cannot compact room log");
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::error!(room = %self.name, error = %e, "cannot queue room update")
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        drop(room);
-        if let Some(e) = &error {
-            let reason = match e.close_code() {
-                1009 => "document_limit",
-                1011 => "internal",
-                _ => "invalid",
-            };
-            crate::metrics::get()
-                .rooms_refusals
-                .get_or_create(&crate::metrics::labels([
-                    ("route", &self.route),
-                    ("reason", reason),
-                ]))
-                .inc();
-        }
-        if changed && let Some(n) = &self.changed {
-            n.notify_one();
-        }
-        (replies, error)
-    }
-
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Room> {
-        self.room.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn connections(&self) -> usize {
-        self.conns.load(Ordering::Relaxed)
-    }
-}
 
 pub struct Registry {
     rooms: tokio::sync::Mutex<HashMap<String, Arc<RoomHandle>>>,
@@ -198,6 +105,7 @@ impl Registry {
                 (room, skipped.is_empty())
             }
         };
+        let size = room.size();
         let stop = CancellationToken::new();
         let config = self.config();
         let changed = config.callback.as_ref().map(|_| Arc::new(Notify::new()));
@@ -208,6 +116,7 @@ impl Registry {
             store: self.store.clone(),
             compactable,
             route: Arc::from(self.label.as_str()),
+            size_hint: AtomicU64::new(size),
             conns: AtomicUsize::new(1),
             generation: AtomicU64::new(0),
             changed,
@@ -256,15 +165,21 @@ impl Registry {
         }
         rooms.remove(&h.name);
         self.loaded.store(rooms.len(), Ordering::Relaxed);
-        if let Some(store) = &self.store {
-            let room = h.lock();
-            if h.compactable && store.rows(&h.name) > 1 {
-                // Next load reads one row instead of the whole log.
-                if let Err(e) = store.replace(&h.name, room.snapshot()) {
-                    tracing::error!(room = %h.name, error = %e, "cannot compact room log");
+        if let Some(store) = self.store.clone() {
+            let name = h.name.clone();
+            let compactable = h.compactable;
+            // Under the room lock (the snapshot is queued after every update it holds), off the
+            // runtime workers (a large document takes a while to encode).
+            h.with(move |room| {
+                if compactable && store.rows(&name) > 1 {
+                    // Next load reads one row instead of the whole log.
+                    if let Err(e) = store.replace(&name, room.snapshot()) {
+                        tracing::error!(room = %name, error = %e, "cannot compact room log");
+                    }
                 }
-            }
-            store.unload(&h.name);
+                store.unload(&name);
+            })
+            .await;
         }
         h.stop.cancel();
         tracing::debug!(room = %h.name, "room unloaded");
@@ -337,7 +252,10 @@ impl Registry {
             .map_or(0, |d| d.as_millis() as u64);
         for h in rooms {
             let timeout = self.config().awareness_timeout.as_millis() as u64;
-            let removal = h.lock().expire_awareness(now, timeout);
+            // A room busy with heavy work is swept next time.
+            let removal = h
+                .try_lock()
+                .and_then(|mut r| r.expire_awareness(now, timeout));
             if let Some(frame) = removal {
                 tracing::debug!(room = %h.name, "expired awareness states");
                 let _ = h.fanout.send(Bytes::from(frame));
@@ -372,7 +290,9 @@ async fn run_callback(
         };
         if d.due().is_some() {
             d.fired();
-            let state = callback::state_of(h.lock().doc());
+            let Some(state) = h.with(|r| callback::state_of(r.doc())).await else {
+                continue;
+            };
             let body = callback::payload(&h.name, &state, &cfg.objects);
             if let Err(e) = callback::post(&client, &cfg, body).await {
                 tracing::warn!(room = %h.name, url = %cfg.url, error = %e, "room callback failed");

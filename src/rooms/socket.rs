@@ -87,7 +87,7 @@ pub fn serve(
         };
         let mut traffic = Traffic::default();
         let end = run(&mut ws, s, &mut conn, &mut traffic).await;
-        let removal = s.room.lock().leave(&mut conn);
+        let removal = s.room.with(move |r| r.leave(&mut conn)).await.flatten();
         if let Some(f) = removal {
             let _ = s.room.fanout.send(Bytes::from(f));
         }
@@ -197,7 +197,7 @@ fn run<'a>(
 ) -> impl Future<Output = End> + Send + 'a {
     async move {
         let mut fanout = s.room.fanout.subscribe();
-        let welcome = s.room.lock().welcome();
+        let welcome = s.room.with(|r| r.welcome()).await.unwrap_or_default();
         for f in welcome {
             queue_data(ws, t, &f);
         }
@@ -277,8 +277,7 @@ fn run<'a>(
                             if throttled {
                                 s.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
                             }
-                            let (replies, error) = s.room.handle(conn, &data, s.limits);
-                            drop(data);
+                            let (replies, error) = s.room.handle(conn, data, s.limits).await;
                             let mut step = Step::Continue;
                             for f in replies {
                                 queue_data(ws, t, &f);

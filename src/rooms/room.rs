@@ -1,0 +1,192 @@
+//! One loaded room: its document and awareness behind a lock, its fan-out, its store log.
+//!
+//! Frames are handled under the room lock, and what they applied is queued for the store and
+//! sent to the fan-out before the lock is released (so both see updates in the order they were
+//! applied). Heavy work (a frame over [`HEAVY_FRAME`], a sync request against a document over
+//! [`HEAVY_DOCUMENT`], or anything while the lock is held by such work) runs on tokio's blocking
+//! pool, at most [`heavy_permits`] at a time: decoding and applying a 16 MiB update takes
+//! 50-500 ms, which on a runtime worker would stall every other connection of the process.
+
+use super::protocol::{Conn, Handled, Limits, Out, ProtocolError, Room};
+use super::store::RoomStore;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+/// Frames a room fans out; a subscriber this far behind is closed (1013) instead of buffering.
+pub const FANOUT_CAPACITY: usize = 256;
+/// Frames larger than this are handled on the blocking pool.
+pub const HEAVY_FRAME: usize = 64 << 10;
+/// A sync request (SyncStep1) against a document larger than this is handled there too.
+pub const HEAVY_DOCUMENT: u64 = 256 << 10;
+
+/// How many heavy room tasks run at once: all cores but one, so that heavy room work can never
+/// take every core from the proxy (at least one on a 2-core VPS).
+pub fn heavy_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+static HEAVY: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(heavy_permits()));
+
+/// Run `f` on the blocking pool once a heavy-work permit is free; None if it panicked.
+async fn run_heavy<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _permit = HEAVY.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+pub struct RoomHandle {
+    pub name: String,
+    /// The document and awareness; locked only for the (synchronous) handling of one frame.
+    pub room: Mutex<Room>,
+    /// Every connection of the room subscribes; broadcasts reach the sender too.
+    pub fanout: broadcast::Sender<Bytes>,
+    pub(super) store: Option<Arc<dyn RoomStore>>,
+    /// False when stored rows could not be applied at load: the log is then never compacted
+    /// (a snapshot would drop those rows for good); they stay for an operator to look at.
+    pub(super) compactable: bool,
+    /// The route's metrics label.
+    pub(super) route: Arc<str>,
+    /// Open connections; the room unloads after it stays 0 for `unload_after`.
+    pub(super) conns: AtomicUsize,
+    /// Bumped by every join, so an unload timer from before a re-join does nothing.
+    pub(super) generation: AtomicU64,
+    /// Wakes the room's callback task after a change (None: no callback configured).
+    pub(super) changed: Option<Arc<Notify>>,
+    /// Ends the room's callback task (which sends what is pending) when the room unloads.
+    pub(super) stop: CancellationToken,
+    /// The document's estimated encoded size after the last frame (read without the lock, to
+    /// tell which frames are heavy).
+    pub(super) size_hint: AtomicU64,
+}
+
+impl RoomHandle {
+    /// Handle one frame of `conn` under the room lock, and, still under it, queue what it
+    /// applied for the store (compacting a long log) and send its broadcasts: the store and the
+    /// fan-out get updates in the order they were applied, so a compaction's snapshot can never
+    /// be written before an update it does not contain. Returns the replies for `conn` and the
+    /// error that ends it, if any.
+    fn handle_locked(
+        &self,
+        room: &mut Room,
+        conn: &mut Conn,
+        frame: &[u8],
+        limits: Limits,
+    ) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
+        let Handled { out, error } = room.handle(conn, frame, limits);
+        let mut replies = Vec::new();
+        let mut changed = false;
+        for o in out {
+            match o {
+                Out::Reply(f) => replies.push(f),
+                Out::Broadcast(f) => {
+                    let _ = self.fanout.send(Bytes::from(f));
+                }
+                Out::Persist(u) => {
+                    changed = true;
+                    if let Some(store) = &self.store {
+                        match store.append(&self.name, &u) {
+                            Ok(true) if self.compactable => {
+                                if let Err(e) = store.replace(&self.name, room.snapshot()) {
+                                    tracing::error!(room = %self.name, error = %e, "cannot compact room log");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::error!(room = %self.name, error = %e, "cannot queue room update")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.size_hint.store(room.size(), Ordering::Relaxed);
+        if let Some(e) = &error {
+            let reason = match e.close_code() {
+                1009 => "document_limit",
+                1011 => "internal",
+                _ => "invalid",
+            };
+            crate::metrics::get()
+                .rooms_refusals
+                .get_or_create(&crate::metrics::labels([
+                    ("route", &self.route),
+                    ("reason", reason),
+                ]))
+                .inc();
+        }
+        if changed && let Some(n) = &self.changed {
+            n.notify_one();
+        }
+        (replies, error)
+    }
+
+    /// Handle one frame of `conn` (see [`RoomHandle::handle_locked`]). Light frames are handled
+    /// right here; heavy ones, and any frame while the room is busy with a heavy one, on the
+    /// blocking pool (see [`run_heavy`]), so that no runtime worker decodes megabytes or waits
+    /// for the room lock while other connections need it.
+    pub async fn handle(
+        self: &Arc<Self>,
+        conn: &mut Conn,
+        frame: Bytes,
+        limits: Limits,
+    ) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
+        // Big frames, and sync requests that answer with a big document.
+        let heavy = frame.len() > HEAVY_FRAME
+            || (frame.starts_with(&[0, 0])
+                && self.size_hint.load(Ordering::Relaxed) > HEAVY_DOCUMENT);
+        if !heavy && let Some(mut room) = self.try_lock() {
+            return self.handle_locked(&mut room, conn, &frame, limits);
+        }
+        let (h, mut c) = (self.clone(), std::mem::take(conn));
+        let done = run_heavy(move || {
+            let r = {
+                let mut room = h.lock();
+                h.handle_locked(&mut room, &mut c, &frame, limits)
+            };
+            (r, c)
+        })
+        .await;
+        match done {
+            Some((r, c)) => {
+                *conn = c;
+                r
+            }
+            None => (
+                Vec::new(),
+                Some(ProtocolError::Internal("room task failed".into())),
+            ),
+        }
+    }
+
+    /// Run `f` on the room: here when the lock is free, else on the blocking pool (a heavy
+    /// frame may hold the lock for a while; a runtime worker must not wait for it).
+    pub async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Room) -> T + Send + 'static,
+    ) -> Option<T> {
+        if let Some(mut room) = self.try_lock() {
+            return Some(f(&mut room));
+        }
+        let h = self.clone();
+        run_heavy(move || f(&mut h.lock())).await
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Room> {
+        self.room.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room lock if nobody holds it.
+    pub fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Room>> {
+        match self.room.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::Relaxed)
+    }
+}
