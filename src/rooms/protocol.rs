@@ -259,6 +259,8 @@ impl Room {
             Decoded::Denied => out.push(Out::Reply(
                 Message::Auth(Some("read-only".into())).encode_v1(),
             )),
+            // Nothing to apply, store or send (a provider's SyncStep2 when it has nothing new).
+            Decoded::Update(_, update) if update.is_empty() => {}
             Decoded::Update(bytes, update) => {
                 let before = self.doc().transact().state_vector();
                 let result = guarded(|| self.doc().transact_mut().apply_update(update));

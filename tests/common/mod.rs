@@ -2,6 +2,7 @@
 //! HTTP, tokio-tungstenite for WebSocket) and real clients. No fixed ports; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod hooks;
 pub mod process;
 pub mod raw;
@@ -56,6 +57,30 @@ impl Edge {
         server_extra: &str,
         routes: &str,
     ) -> Edge {
+        Self::start_full(certdir, server_extra, routes, wsedge::proxy::redb_stores()).await
+    }
+
+    /// Start wsedge with room store files opened by `open_store`.
+    pub async fn start_with_stores(
+        open_store: wsedge::proxy::OpenStore,
+        server_extra: &str,
+        routes: &str,
+    ) -> Edge {
+        Self::start_full(
+            tempfile::tempdir().unwrap(),
+            server_extra,
+            routes,
+            open_store,
+        )
+        .await
+    }
+
+    async fn start_full(
+        certdir: tempfile::TempDir,
+        server_extra: &str,
+        routes: &str,
+        open_store: wsedge::proxy::OpenStore,
+    ) -> Edge {
         init_tracing();
         let text = format!(
             "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ncertdir = \"{}\"\n{server_extra}\n{routes}",
@@ -63,7 +88,9 @@ impl Edge {
         );
         let config = Config::parse(&text, "test.toml", &HashMap::<&str, &str>::new())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-        let running = wsedge::server::start(config).await.expect("server starts");
+        let running = wsedge::server::start_with(config, open_store)
+            .await
+            .expect("server starts");
         Edge {
             http: running.http_addr,
             https: running.https_addr,

@@ -26,6 +26,8 @@ pub struct YClient {
     awareness_clock: u32,
     /// Sync Update messages received (the server echoes a client's own updates back).
     pub updates: usize,
+    /// The payloads of those updates (to recognise the echo of one of ours).
+    pub echoed: std::collections::HashSet<Vec<u8>>,
 }
 
 impl YClient {
@@ -53,6 +55,7 @@ impl YClient {
             closed: None,
             awareness_clock: 0,
             updates: 0,
+            echoed: Default::default(),
         };
         let sv = c.doc.transact().state_vector();
         c.send_msg(Message::Sync(SyncMessage::SyncStep1(sv))).await;
@@ -69,6 +72,17 @@ impl YClient {
 
     /// Append `s` to the shared text `t` and send the update.
     pub async fn edit(&mut self, s: &str) {
+        self.edit_update(s).await;
+    }
+
+    /// Edit, then wait until the server echoes this very update back: it was applied (and
+    /// queued for the store) before the broadcast.
+    pub async fn edit_acked(&mut self, s: &str) -> bool {
+        let u = self.edit_update(s).await;
+        self.until(|c| c.echoed.contains(&u)).await
+    }
+
+    async fn edit_update(&mut self, s: &str) -> Vec<u8> {
         let update = {
             let t = self.doc.get_or_insert_text("t");
             let mut txn = self.doc.transact_mut();
@@ -77,8 +91,9 @@ impl YClient {
             t.insert(&mut txn, len, s);
             txn.encode_state_as_update_v1(&before)
         };
-        self.send_msg(Message::Sync(SyncMessage::Update(update)))
+        self.send_msg(Message::Sync(SyncMessage::Update(update.clone())))
             .await;
+        update
     }
 
     /// Edit, then wait until the server echoes the update back (it was applied and broadcast).
@@ -120,6 +135,7 @@ impl YClient {
                     }
                     Ok(Message::Sync(SyncMessage::Update(u))) => {
                         self.updates += 1;
+                        self.echoed.insert(u.clone());
                         let u = Update::decode_v1(&u).expect("server sends valid updates");
                         self.doc.transact_mut().apply_update(u).unwrap();
                     }
