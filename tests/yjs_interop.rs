@@ -244,3 +244,36 @@ async fn the_callback_fires_with_y_websocket_server_json() {
         }})
     );
 }
+
+/// A provider that reconnects is seen again by the others within 2 s (the room answers its
+/// stale re-announcement so that it bumps its clock; the Node server takes ~15 s, yrs's own
+/// removal bump made it ~30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_reappears_within_two_seconds_of_a_reconnect() {
+    let edge = Edge::start(
+        "",
+        "[[route]]\npath = \"/wss\"\nrooms = { store = \"memory\" }\nplain_http = true\n",
+    )
+    .await;
+    let url = format!("ws://{}/wss", edge.http);
+    let r = scenario(vec!["awareness".into(), url, "cursors".into()]).await;
+    assert_eq!(r["removedAtA"], true, "{r}");
+    let ms = r["reappearMs"].as_u64().expect("reappeared");
+    assert!(ms < 2000, "reappeared after {ms} ms: {r}");
+}
+
+/// The rooms route's defaults (max_message 16 MiB, max_document 32 MiB) let a real provider's
+/// first sync of an 8 MiB document through, and another provider gets all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_first_sync_of_an_8_mib_document_passes_the_defaults() {
+    let edge = Edge::start(
+        "",
+        "[[route]]\npath = \"/wss\"\nrooms = { store = \"memory\" }\nplain_http = true\n",
+    )
+    .await;
+    let url = format!("ws://{}/wss", edge.http);
+    let r = scenario(vec!["bigsync".into(), url, "big".into(), "8".into()]).await;
+    assert_eq!(r["bLen"], 8 << 20, "{r}");
+    assert_eq!(r["aConnected"], true, "{r}");
+    assert!(r["updateBytes"].as_u64().unwrap() > 8 << 20, "{r}");
+}

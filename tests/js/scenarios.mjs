@@ -2,6 +2,8 @@
 //   node scenarios.mjs many URL ROOM CLIENTS EDITS   concurrent edits from many providers converge
 //   node scenarios.mjs auth URL ROOM RW RO BAD       tokens via the provider's `params` option
 //   node scenarios.mjs edit URL ROOM TEXT            one Y.Text + Y.Map edit (for the callback)
+//   node scenarios.mjs awareness URL ROOM            a provider reconnects: how soon the other sees it
+//   node scenarios.mjs bigsync URL ROOM MIB          a provider's first sync of a MIB MiB document
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -94,6 +96,46 @@ if (mode === 'many') {
   result.done = true
   p.destroy()
   q.destroy()
+} else if (mode === 'awareness') {
+  const docA = new Y.Doc()
+  const docB = new Y.Doc()
+  const a = connect(docA)
+  const b = connect(docB)
+  await Promise.all([synced(a), synced(b)])
+  b.awareness.setLocalStateField('user', { name: 'bob' })
+  const bobAtA = () => a.awareness.getStates().get(docB.clientID)?.user?.name === 'bob'
+  await until(bobAtA)
+  result.seenBeforeReconnect = true
+  // B's socket goes away (as on a network change); the server removes B's state at A.
+  b.disconnect()
+  await until(() => !bobAtA())
+  result.removedAtA = true
+  await sleep(200)
+  const connected = new Promise((resolve) => b.on('status', (e) => e.status === 'connected' && resolve()))
+  b.connect()
+  await connected
+  const t0 = Date.now()
+  await until(bobAtA)
+  result.reappearMs = Date.now() - t0
+  a.destroy()
+  b.destroy()
+} else if (mode === 'bigsync') {
+  const mib = Number(rest[0])
+  const docA = new Y.Doc()
+  docA.getText('t').insert(0, 'x'.repeat(mib * 1024 * 1024))
+  result.updateBytes = Y.encodeStateAsUpdate(docA).length
+  const t0 = Date.now()
+  const a = connect(docA)
+  await synced(a)
+  const docB = new Y.Doc()
+  const b = connect(docB)
+  await synced(b)
+  await until(() => docB.getText('t').length === mib * 1024 * 1024)
+  result.bLen = docB.getText('t').length
+  result.ms = Date.now() - t0
+  result.aConnected = a.wsconnected
+  a.destroy()
+  b.destroy()
 }
 console.log(JSON.stringify(result))
 process.exit(0)
