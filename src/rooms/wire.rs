@@ -14,8 +14,9 @@
 //! - anything yrs would refuse anyway (unknown tags and content refs, bad UTF-8).
 //!
 //! It mirrors yrs 0.28's v1 decoders exactly where the two grammars could disagree (e.g. yrs
-//! reads `len + 1` strings for legacy JSON content and no key for `XmlHook`), because what
-//! matters is that yrs, given bytes that passed, walks the very structure that was checked.
+//! reads no key for `XmlHook`), because what matters is that yrs, given bytes that passed, walks
+//! the very structure that was checked. Legacy JSON content, which yrs decodes differently from
+//! how it encodes it, is refused outright.
 //! A message that passed is decoded by yrs; its decoded size is then proportional to its bytes.
 
 /// Deepest `Any` nesting accepted (arrays and maps inside each other). JSON-like values in real
@@ -309,18 +310,11 @@ impl<'a> Reader<'a> {
         Ok(match kind {
             // Deleted
             1 => self.var_u32()?.into(),
-            // JSON (legacy): yrs reads `len + 1` strings (and refuses len >= 2^31).
-            2 => {
-                let n = u64::from(self.var_u32()?);
-                if n > i32::MAX as u64 {
-                    return Err(WireError::Invalid("JSON content length"));
-                }
-                self.count("JSON content", n + 1, 1)?;
-                for _ in 0..=n {
-                    self.string()?;
-                }
-                n + 1
-            }
+            // JSON (legacy ContentJSON, which Yjs 13 no longer writes): refused. yrs reads
+            // `len + 1` strings where it writes `len`, so an update holding it cannot be sent
+            // on (the SyncStep2 would not decode at the clients) and, left pending, makes every
+            // later encode of the document panic (found by the room_frame fuzz target).
+            2 => return Err(WireError::Invalid("legacy JSON content")),
             // Binary
             3 => {
                 self.buf()?;
@@ -576,6 +570,16 @@ pub(crate) mod tests {
         let mut v = vec![0xff; 9];
         v.push(0x02);
         assert!(Reader::new(&v).var_u64().is_err());
+    }
+
+    #[test]
+    fn legacy_json_content_is_refused() {
+        // Item (client 7, clock 0) in root "t" with ContentJSON of one string "1".
+        let u = [1, 1, 7, 0, 2, 1, 1, b't', 1, 1, b'1', 1, b'2', 0];
+        assert_eq!(
+            check_update(&u),
+            Err(WireError::Invalid("legacy JSON content"))
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! `--ca ca.pem`).
 //! `wsbench rooms --url ws://ADDR/room --subs 500 --rate 500` measures a room's fan-out
 //! (see `rooms.rs`).
+//! `wsbench flood` / `wsbench probe`: maximum-size room updates back to back, and HTTP latency
+//! next to them (see `hostile.rs`).
 
+mod hostile;
 mod rooms;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +60,10 @@ enum Cmd {
     },
     /// One room, one writer sending `rate` Yjs updates/s, `subs` subscribers; prints one line.
     Rooms(rooms::Opts),
+    /// Writers sending maximum-size room updates back to back; prints one line.
+    Flood(hostile::FloodOpts),
+    /// Sequential HTTP GETs at a fixed rate; prints latency percentiles.
+    Probe(hostile::ProbeOpts),
     Load {
         #[arg(long)]
         url: String,
@@ -97,6 +104,8 @@ fn main() {
             ca,
         } => rt.block_on(idle(url, conns, parallel, rooms, room_prefix, ca)),
         Cmd::Rooms(opts) => rt.block_on(rooms::run(opts)),
+        Cmd::Flood(opts) => rt.block_on(hostile::flood(opts)),
+        Cmd::Probe(opts) => rt.block_on(hostile::probe(opts)),
         Cmd::Load {
             url,
             conns,
