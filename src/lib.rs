@@ -12,8 +12,10 @@
 //!   decoding without a buffer held while idle.
 //! - [`limits`]: WebSocket admission (handshake rates, per-IP and total caps, client IP from
 //!   trusted proxies).
-//! - [`rooms`]: hosted Yjs rooms (y-websocket protocol sans-IO, registry, socket side under the
-//!   guard, redb store, auth, callback).
+//! - [`rooms`]: hosted Yjs rooms: `wire` pre-validates every payload (bounded nesting and
+//!   counts) before yrs decodes it, `protocol` is the y-websocket protocol sans-IO, `room` one
+//!   loaded room (its lock, heavy frames on the blocking pool), registry, socket side under the
+//!   guard, `store` (a trait; redb), auth, callback.
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`); [`metrics`] holds the
 //!   counters; [`systemd`] speaks sd_notify (ready, reloading, stopping, watchdog).
 //! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`, shared with `cargo test`.
@@ -27,8 +29,9 @@
 //! a WebSocket upgrade is admitted by `limits`, forwarded to the upstream, both 101s are relayed
 //! and `ws::relay` pumps frames both ways until a close, a death, a guard limit, or shutdown.
 //! A rooms route answers the upgrade itself (auth, origin, admission), joins the room in its
-//! registry and `rooms::socket` runs the connection over `ws::conn`: the welcome, then client
-//! frames into the room's sans-IO protocol and the room's fan-out (batched) back out.
+//! registry (503 if its stored log cannot be read) and `rooms::socket` runs the connection over
+//! `ws::conn`: the welcome, then client frames into the room (validated whole, then applied,
+//! stored and broadcast under the room lock) and the room's fan-out (batched) back out.
 #![forbid(unsafe_code)]
 
 pub mod admin;
