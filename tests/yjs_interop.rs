@@ -259,6 +259,7 @@ async fn awareness_reappears_within_two_seconds_of_a_reconnect() {
     let r = scenario(vec!["awareness".into(), url, "cursors".into()]).await;
     assert_eq!(r["removedAtA"], true, "{r}");
     let ms = r["reappearMs"].as_u64().expect("reappeared");
+    eprintln!("awareness reappeared {ms} ms after the reconnect");
     assert!(ms < 2000, "reappeared after {ms} ms: {r}");
 }
 

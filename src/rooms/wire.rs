@@ -10,7 +10,7 @@
 //!   byte, most two or three);
 //! - varints longer or wider than their type (so yrs's wrapping varint reader reads exactly the
 //!   values and lengths checked here), client ids over 2^53 - 1 (Yjs's limit; yrs asserts on
-//!   them in debug builds), clock ranges that overflow u32;
+//!   them in debug builds), clocks at or past 2^31 (see [`MAX_CLOCK`]);
 //! - anything yrs would refuse anyway (unknown tags and content refs, bad UTF-8).
 //!
 //! It mirrors yrs 0.28's v1 decoders exactly where the two grammars could disagree (e.g. yrs
@@ -24,6 +24,12 @@
 pub const MAX_DEPTH: usize = 64;
 /// Yjs client ids are uint53 (`random.uint53()`); larger ones cannot come from a real client.
 const MAX_CLIENT: u64 = (1 << 53) - 1;
+/// Highest clock accepted in updates and delete sets. yrs computes a struct's distance to the
+/// document's clock as `clock as i32`: a struct at 2^31 or above is integrated as if nothing
+/// were missing before it, breaking the block list's invariant, and a later delete panics in
+/// its binary search (found by the room_frame fuzz target). 2^31 insertions by one client do
+/// not happen in real documents.
+const MAX_CLOCK: u64 = i32::MAX as u64;
 
 /// Why bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,11 +134,11 @@ pub fn check_update(bytes: &[u8]) -> Result<(), WireError> {
         let structs = r.var_u32()?;
         r.count("update structs", structs.into(), 2)?;
         r.client()?;
-        let mut clock = u64::from(r.var_u32()?);
+        let mut clock = r.clock()?;
         for _ in 0..structs {
             clock += r.block()?;
-            if clock > u64::from(u32::MAX) {
-                return Err(WireError::Invalid("clock past 2^32"));
+            if clock > MAX_CLOCK {
+                return Err(WireError::Invalid("clock past 2^31"));
             }
         }
     }
@@ -144,9 +150,9 @@ pub fn check_update(bytes: &[u8]) -> Result<(), WireError> {
         let ranges = r.var_u32()?;
         r.count("delete set ranges", ranges.into(), 2)?;
         for _ in 0..ranges {
-            let (clock, len) = (r.var_u32()?, r.var_u32()?);
-            if clock.checked_add(len).is_none() {
-                return Err(WireError::Invalid("delete range past 2^32"));
+            let (clock, len) = (r.clock()?, u64::from(r.var_u32()?));
+            if clock + len > MAX_CLOCK {
+                return Err(WireError::Invalid("delete range past 2^31"));
             }
         }
     }
@@ -270,8 +276,17 @@ impl<'a> Reader<'a> {
 
     fn id(&mut self) -> Result<(), WireError> {
         self.client()?;
-        self.var_u32()?;
+        self.clock()?;
         Ok(())
+    }
+
+    /// A struct clock (u32 on the wire), at most [`MAX_CLOCK`].
+    fn clock(&mut self) -> Result<u64, WireError> {
+        let clock = u64::from(self.var_u32()?);
+        if clock > MAX_CLOCK {
+            return Err(WireError::Invalid("clock past 2^31"));
+        }
+        Ok(clock)
     }
 
     /// One struct (GC, Skip or Item); returns the clock length it covers, or an upper bound of
@@ -570,6 +585,24 @@ pub(crate) mod tests {
         let mut v = vec![0xff; 9];
         v.push(0x02);
         assert!(Reader::new(&v).var_u64().is_err());
+    }
+
+    #[test]
+    fn clocks_past_2_31_are_refused() {
+        // A GC struct at clock ~3.6e9 and a delete below it: yrs integrated the struct without
+        // the skip before it, then panicked deleting (fuzz/regressions/room_frame).
+        let u = [
+            1, 1, 1, 0xff, 0xff, 0xff, 0xda, 0x0d, 0, 0x28, 1, 1, 1, 0, 3,
+        ];
+        assert_eq!(check_update(&u), Err(WireError::Invalid("clock past 2^31")));
+        let at_limit = [1, 1, 1, 0xfe, 0xff, 0xff, 0xff, 0x07, 0, 1, 0];
+        assert_eq!(check_update(&at_limit), Ok(()));
+        let mut ds = vec![0, 1, 1, 1];
+        ds.extend([0xff, 0xff, 0xff, 0xff, 0x07, 1]);
+        assert_eq!(
+            check_update(&ds),
+            Err(WireError::Invalid("delete range past 2^31"))
+        );
     }
 
     #[test]
