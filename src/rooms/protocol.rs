@@ -144,9 +144,9 @@ impl Room {
         for (i, u) in updates.iter().enumerate() {
             let applied = wire::check_update(u).is_ok()
                 && guarded(|| {
-                    Update::decode_v1(u).ok().is_some_and(|update| {
-                        room.doc().transact_mut().apply_update(update).is_ok()
-                    })
+                    Update::decode_v1(u)
+                        .ok()
+                        .is_some_and(|update| integrate(room.doc(), u, update).is_ok())
                 })
                 .unwrap_or(false);
             if applied {
@@ -263,7 +263,7 @@ impl Room {
             Decoded::Update(_, update) if update.is_empty() => {}
             Decoded::Update(bytes, update) => {
                 let before = self.doc().transact().state_vector();
-                let result = guarded(|| self.doc().transact_mut().apply_update(update));
+                let result = guarded(|| integrate(self.doc(), bytes, update));
                 let error = match result {
                     Ok(Ok(())) => {
                         self.size += bytes.len() as u64;
@@ -277,10 +277,11 @@ impl Room {
                     Err(panic) => ProtocolError::Internal(format!("applying an update: {panic}")),
                 };
                 // Part of the update may have been integrated before the failure: what the
-                // document gained goes out and into the store like any update.
+                // document gained goes out and into the store like any update (without yrs's
+                // pending structs, which the document does not hold).
                 let gained = {
                     let txn = self.doc().transact();
-                    (txn.state_vector() != before).then(|| txn.encode_state_as_update_v1(&before))
+                    (txn.state_vector() != before).then(|| txn.encode_diff_v1(&before))
                 };
                 if let Some(diff) = gained {
                     self.size += diff.len() as u64;
@@ -391,6 +392,42 @@ impl Room {
         v.sort_unstable();
         v
     }
+}
+
+/// Apply `update` (decoded from `bytes`). yrs retries the updates it holds pending (waiting for a
+/// missing dependency) inside every apply, so a pending update of another client whose parent
+/// turns out not to be a type would fail, and be blamed on, every later update of the room. So
+/// on failure the pending updates are taken out and this update is tried alone:
+/// - it applies: the pending updates were what failed; they are dropped (they cannot be
+///   integrated next to what the document holds);
+/// - it fails on its own: it is refused (what failed of it is dropped) and the pending updates
+///   are put back (applied again; dropped if that fails).
+///
+/// The store's replay ([`Room::from_updates`]) goes through here as well, so a reloaded room
+/// ends where the live one did.
+fn integrate(doc: &Doc, bytes: &[u8], update: Update) -> Result<(), yrs::error::UpdateError> {
+    use yrs::WriteTxn;
+    if doc.transact_mut().apply_update(update).is_ok() {
+        return Ok(());
+    }
+    let pending = doc.transact_mut().prune_pending();
+    let again = Update::decode_v1(bytes).expect("decoded once already");
+    let result = doc.transact_mut().apply_update(again);
+    match (&result, pending) {
+        (Ok(()), Some(_)) => {
+            tracing::debug!("dropped pending updates that could not be integrated");
+        }
+        (Err(_), pending) => {
+            doc.transact_mut().prune_pending();
+            if let Some(p) = pending
+                && doc.transact_mut().apply_update(p).is_err()
+            {
+                doc.transact_mut().prune_pending();
+            }
+        }
+        (Ok(()), None) => {}
+    }
+    result
 }
 
 /// Validate and decode every message of a frame (nothing is applied yet). Payloads a
@@ -780,6 +817,53 @@ mod tests {
         let (rebuilt, skipped) = Room::from_updates(&rows);
         assert!(skipped.is_empty());
         assert_eq!(text(rebuilt.doc()), text(room.doc()));
+    }
+
+    #[test]
+    fn a_pending_update_that_cannot_integrate_is_not_blamed_on_the_next_writer() {
+        // Client 2002: an item whose parent is item (1001, 0), which does not exist yet.
+        let mut hostile = vec![1, 1];
+        hostile.extend([0xd2, 0x0f]); // client 2002
+        hostile.extend([0, 4, 0]); // clock 0, string content, parent given by id
+        hostile.extend([0xe9, 0x07, 0]); // (1001, 0)
+        hostile.extend([1, b'x', 0]);
+        let mut room = Room::default();
+        let mut rows = Vec::new();
+        let mut keep = |out: Vec<Out>| {
+            for o in out {
+                if let Out::Persist(u) = o {
+                    rows.push(u);
+                }
+            }
+        };
+        keep(
+            room.handle(&mut Conn::default(), &update_frame(hostile), LIMITS)
+                .into_result()
+                .unwrap(),
+        );
+        // 1001 creates (1001, 0) as text: yrs retries the pending item, which fails (its parent
+        // is not a type). The edit is fine: applied, sent, stored, and its sender not closed.
+        let doc = Doc::with_client_id(1001);
+        let edit = update_frame(client_edit(&doc, "innocent"));
+        let out = room
+            .handle(&mut Conn::default(), &edit, LIMITS)
+            .into_result()
+            .unwrap();
+        assert!(
+            matches!(&out[..], [Out::Broadcast(_), Out::Persist(_)]),
+            "{out:?}"
+        );
+        keep(out);
+        assert_eq!(text(room.doc()), "innocent");
+        assert!(!room.doc().transact().has_missing_updates());
+        // The store's replay ends in the same place.
+        let (reloaded, skipped) = Room::from_updates(&rows);
+        assert!(skipped.is_empty());
+        assert_eq!(text(reloaded.doc()), "innocent");
+        assert_eq!(
+            reloaded.doc().transact().state_vector(),
+            room.doc().transact().state_vector()
+        );
     }
 
     #[test]
