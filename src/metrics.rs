@@ -185,6 +185,14 @@ pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
+/// Count one refusal of a room frame, join or stored row (`rooms_refusals`).
+pub fn room_refusal(route: &str, reason: &str) {
+    get()
+        .rooms_refusals
+        .get_or_create(&labels([("route", route), ("reason", reason)]))
+        .inc();
+}
+
 /// A route's label: `host/path` or the path alone.
 pub fn route_label(r: &crate::config::RouteConfig) -> String {
     match &r.host {

@@ -53,6 +53,17 @@ fn item(content: &[u8]) -> Vec<u8> {
     u
 }
 
+/// An awareness update of `n` entries (ids 1..=n, clock 1, state `{}`).
+fn awareness_entries(n: u64) -> Vec<u8> {
+    let mut a = Vec::new();
+    varuint(n, &mut a);
+    for id in 1..=n {
+        varuint(id, &mut a);
+        a.extend([1, 2, b'{', b'}']);
+    }
+    a
+}
+
 /// Every class of hostile message, each as a whole frame.
 fn hostile() -> Vec<(&'static str, Vec<u8>)> {
     let huge_u32 = [0xff, 0xff, 0xff, 0xff, 0x0f];
@@ -100,6 +111,28 @@ fn hostile() -> Vec<(&'static str, Vec<u8>)> {
         ("Any array declaring 2^50 values", sync(2, &any_array)),
         ("Any content declaring 2^32 values", sync(2, &any_count)),
         ("JSON content declaring 2^30 strings", sync(2, &json_count)),
+        // What yrs mishandles even when the counts are honest.
+        (
+            "one client's structs twice (yrs would write over an item it holds)",
+            sync(
+                2,
+                &[
+                    2, 1, 7, 0, 4, 1, 1, b't', 1, b'a', 1, 7, 0, 4, 1, 1, b't', 1, b'b', 0,
+                ],
+            ),
+        ),
+        (
+            "a subdocument item",
+            sync(2, &item(&[9, 1, 1, b't', 1, b'g', 126, 0])),
+        ),
+        ("bytes after the delete set", sync(2, &[0, 0, 0])),
+        // More than a client ever sends in one frame or one awareness update.
+        ("17 messages in one frame", vec![3; 17]),
+        (
+            "two sync requests in one frame",
+            [sync(0, &[0]), sync(0, &[0])].concat(),
+        ),
+        ("17 awareness entries", awareness(&awareness_entries(17))),
     ]
 }
 
@@ -324,6 +357,21 @@ fn stored_rooms(store: &std::path::Path, extra: &str) -> String {
     ))
 }
 
+/// wsedge over a store that fails on demand, and the store; drop it and empty `slot` before
+/// starting another server on the same file.
+async fn start_faulty(
+    store: &std::path::Path,
+) -> (
+    Edge,
+    std::sync::Arc<common::faulty::Faulty>,
+    common::faulty::Slot,
+) {
+    let (open, slot) = common::faulty::opener();
+    let edge = Edge::start_with_stores(open, "", &stored_rooms(store, "")).await;
+    let faulty = slot.lock().unwrap().clone().unwrap();
+    (edge, faulty, slot)
+}
+
 /// Wait (bounded) until `f` holds.
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -343,9 +391,7 @@ async fn eventually(mut f: impl FnMut() -> bool) -> bool {
 async fn a_room_that_cannot_be_loaded_is_refused_503_and_nothing_is_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("rooms.redb");
-    let (open, slot) = common::faulty::opener();
-    let mut edge = Edge::start_with_stores(open, "", &stored_rooms(&store, "")).await;
-    let faulty = slot.lock().unwrap().clone().unwrap();
+    let (mut edge, faulty, slot) = start_faulty(&store).await;
     let mut w = YClient::connect(&edge, "/wss/doc", &[]).await.unwrap();
     assert!(w.edit_confirmed("stored;").await);
     let mut other = YClient::connect(&edge, "/wss/other", &[]).await.unwrap();
@@ -386,9 +432,7 @@ fn open_rooms(edge: &Edge) -> usize {
 async fn failing_flushes_lose_nothing_once_the_store_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("rooms.redb");
-    let (open, slot) = common::faulty::opener();
-    let mut edge = Edge::start_with_stores(open, "", &stored_rooms(&store, "")).await;
-    let faulty = slot.lock().unwrap().clone().unwrap();
+    let (mut edge, faulty, slot) = start_faulty(&store).await;
     faulty.fail_flush.store(true, Ordering::SeqCst);
     let mut w = YClient::connect(&edge, "/wss/doc", &[]).await.unwrap();
     let mut expected = String::new();
@@ -415,9 +459,7 @@ async fn failing_flushes_lose_nothing_once_the_store_recovers() {
 async fn compaction_under_concurrent_writers_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("rooms.redb");
-    let (open, slot) = common::faulty::opener();
-    let mut edge = Edge::start_with_stores(open, "", &stored_rooms(&store, "")).await;
-    let faulty = slot.lock().unwrap().clone().unwrap();
+    let (mut edge, faulty, slot) = start_faulty(&store).await;
     let mut tasks = Vec::new();
     for wi in 0..4 {
         let addr = edge.http;

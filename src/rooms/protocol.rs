@@ -47,6 +47,9 @@ impl ProtocolError {
     }
 }
 
+/// Awareness client ids one connection may announce (a provider announces one: its own).
+pub const MAX_CLIENTS_PER_CONN: usize = 16;
+
 /// What a room enforces on the frames its connections send (the route's settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -77,8 +80,9 @@ impl Handled {
 /// A message that passed validation and decoding, waiting to be applied.
 enum Decoded<'a> {
     Step1(StateVector),
-    /// The update as sent (for the broadcast and the store) and decoded.
-    Update(&'a [u8], Update),
+    /// The update as sent (for the broadcast and the store), decoded, and an upper bound of
+    /// what it adds to the document's encoded size.
+    Update(&'a [u8], Update, u64),
     /// A read-only connection's update: refused with PermissionDenied, never decoded.
     Denied,
     Awareness(AwarenessUpdate),
@@ -198,7 +202,7 @@ impl Room {
         let incoming: u64 = decoded
             .iter()
             .map(|d| match d {
-                Decoded::Update(bytes, _) => bytes.len() as u64,
+                Decoded::Update(_, _, growth) => *growth,
                 _ => 0,
             })
             .sum();
@@ -260,13 +264,13 @@ impl Room {
                 Message::Auth(Some("read-only".into())).encode_v1(),
             )),
             // Nothing to apply, store or send (a provider's SyncStep2 when it has nothing new).
-            Decoded::Update(_, update) if update.is_empty() => {}
-            Decoded::Update(bytes, update) => {
+            Decoded::Update(_, update, _) if update.is_empty() => {}
+            Decoded::Update(bytes, update, growth) => {
                 let before = self.doc().transact().state_vector();
                 let result = guarded(|| integrate(self.doc(), bytes, update));
                 let error = match result {
                     Ok(Ok(())) => {
-                        self.size += bytes.len() as u64;
+                        self.size += growth;
                         out.push(Out::Broadcast(
                             Message::Sync(SyncMessage::Update(bytes.to_vec())).encode_v1(),
                         ));
@@ -292,7 +296,12 @@ impl Room {
                 }
                 return Err(error);
             }
-            Decoded::Awareness(update) => {
+            Decoded::Awareness(mut update) => {
+                // A removal of an id the room does not know changes nothing, and yrs would keep
+                // an entry for it forever: dropped.
+                update
+                    .clients
+                    .retain(|id, e| &*e.json != "null" || self.awareness.meta(*id).is_some());
                 let mut removed_here = HashMap::new();
                 for (id, entry) in &update.clients {
                     if &*entry.json == "null" {
@@ -303,14 +312,24 @@ impl Room {
                     // A provider that reconnects re-announces its state at the clock it had,
                     // which the room (having removed it at that clock when it left) ignores as
                     // not newer, until its renewal 15-30 s later. Tell it it was removed: the
-                    // provider then bumps its clock and re-announces at once.
+                    // provider then bumps its clock and re-announces at once. (Only at that very
+                    // clock: an answer to any stale clock could ping-pong with a client whose
+                    // clock someone else pushed out of range.)
                     if let Ok(known) = self.awareness.update_with_clients([*id])
                         && let Some(k) = known.clients.get(id)
                         && &*k.json == "null"
-                        && k.clock >= entry.clock
+                        && k.clock == entry.clock
                     {
                         removed_here.insert(*id, k.clone());
                     }
+                }
+                if conn.clients.len() > MAX_CLIENTS_PER_CONN {
+                    return Err(ProtocolError::Invalid(format!(
+                        "more than {MAX_CLIENTS_PER_CONN} awareness client ids on one connection"
+                    )));
+                }
+                if update.clients.is_empty() {
+                    return Ok(());
                 }
                 let encoded = Message::Awareness(update.clone()).encode_v1();
                 self.awareness
@@ -433,12 +452,25 @@ fn integrate(doc: &Doc, bytes: &[u8], update: Update) -> Result<(), yrs::error::
 /// Validate and decode every message of a frame (nothing is applied yet). Payloads a
 /// read-only connection may not send are not looked at.
 fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, ProtocolError> {
-    let messages = wire::split(frame).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let messages = wire::split(frame).map_err(|e| match e {
+        wire::WireError::Limit(_) => ProtocolError::Invalid(e.to_string()),
+        _ => ProtocolError::Malformed(e.to_string()),
+    })?;
     if messages.is_empty() {
         return Err(ProtocolError::Malformed("empty frame".into()));
     }
     let invalid =
         |what: &str, e: &dyn std::fmt::Display| ProtocolError::Invalid(format!("{what}: {e}"));
+    // A reply per sync request or awareness query: one of each per frame (each may be a whole
+    // document, and a client sends one per connection).
+    let asks = |want: fn(&Msg) -> bool| messages.iter().filter(|m| want(m)).count();
+    if asks(|m| matches!(m, Msg::SyncStep1(_))) > 1
+        || asks(|m| matches!(m, Msg::QueryAwareness)) > 1
+    {
+        return Err(ProtocolError::Invalid(
+            "more than one sync request or awareness query in a frame".into(),
+        ));
+    }
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
         out.push(match m {
@@ -451,11 +483,11 @@ fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, Protocol
             }
             Msg::SyncStep2(_) | Msg::Update(_) if conn.read_only => Decoded::Denied,
             Msg::SyncStep2(bytes) | Msg::Update(bytes) => {
-                wire::check_update(bytes).map_err(|e| invalid("update", &e))?;
+                let shape = wire::check_update(bytes).map_err(|e| invalid("update", &e))?;
                 let update = guarded(|| Update::decode_v1(bytes))
                     .map_err(|e| invalid("update", &e))?
                     .map_err(|e| invalid("update", &e))?;
-                Decoded::Update(bytes, update)
+                Decoded::Update(bytes, update, shape.growth(bytes.len()))
             }
             Msg::Awareness(bytes) => {
                 wire::check_awareness(bytes).map_err(|e| invalid("awareness update", &e))?;
@@ -893,6 +925,66 @@ mod tests {
         room.handle(&mut c, &update_frame(client_edit(&small, "z")), limits)
             .into_result()
             .unwrap();
+    }
+
+    #[test]
+    fn removals_of_unknown_awareness_ids_are_dropped_not_kept() {
+        let mut room = Room::default();
+        let mut clients = HashMap::new();
+        for id in 1..=16u64 {
+            clients.insert(
+                ClientID::new(id),
+                AwarenessUpdateEntry {
+                    clock: 1,
+                    json: "null".into(),
+                },
+            );
+        }
+        let frame = Message::Awareness(AwarenessUpdate { clients }).encode_v1();
+        let out = room
+            .handle(&mut Conn::default(), &frame, LIMITS)
+            .into_result()
+            .unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(
+            room.awareness.iter().count(),
+            0,
+            "yrs would keep an entry per id"
+        );
+    }
+
+    #[test]
+    fn a_client_pushed_past_u32_clocks_is_ignored_not_closed_and_not_answered() {
+        let mut room = Room::default();
+        let mut c = Conn::default();
+        let entry = |clock: u32, json: &str| {
+            let mut clients = HashMap::new();
+            clients.insert(
+                ClientID::new(42),
+                AwarenessUpdateEntry {
+                    clock,
+                    json: json.into(),
+                },
+            );
+            Message::Awareness(AwarenessUpdate { clients }).encode_v1()
+        };
+        room.handle(&mut c, &entry(1, "{}"), LIMITS)
+            .into_result()
+            .unwrap();
+        // Someone removes client 42 at clock u32::MAX; the victim bumps to 2^32 (a JS number),
+        // which arrives here as a 5-byte varint.
+        room.handle(&mut Conn::default(), &entry(u32::MAX, "null"), LIMITS)
+            .into_result()
+            .unwrap();
+        let mut victim = vec![1u8];
+        let payload = [1u8, 42, 0x80, 0x80, 0x80, 0x80, 0x10, 2, b'{', b'}'];
+        victim.push(payload.len() as u8);
+        victim.extend(payload);
+        let out = room.handle(&mut c, &victim, LIMITS).into_result().unwrap();
+        assert!(
+            !out.iter().any(|o| matches!(o, Out::Reply(_))),
+            "no answer that could ping-pong: {out:?}"
+        );
     }
 
     #[test]

@@ -70,32 +70,26 @@ impl Registry {
             h.generation.fetch_add(1, Ordering::Relaxed);
             return Ok(h.clone());
         }
-        let refused = |reason: &str| {
-            crate::metrics::get()
-                .rooms_refusals
-                .get_or_create(&crate::metrics::labels([
-                    ("route", &self.label),
-                    ("reason", reason),
-                ]))
-                .inc();
-        };
+        let refused = |reason: &str| crate::metrics::room_refusal(&self.label, reason);
         let (room, compactable) = match &self.store {
             None => (Room::default(), true),
             Some(store) => {
                 let (store, n) = (store.clone(), name.to_string());
-                let loaded = tokio::task::spawn_blocking(move || store.load(&n))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(StoreError::Io {
-                            path: String::new(),
-                            reason: format!("load task failed: {e}"),
-                        })
-                    });
-                let updates = loaded.inspect_err(|e| {
+                // Reading and rebuilding a large document takes a while: off the runtime workers.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    store.load(&n).map(|rows| Room::from_updates(&rows))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::Io {
+                        path: String::new(),
+                        reason: format!("load task failed: {e}"),
+                    })
+                });
+                let (room, skipped) = loaded.inspect_err(|e| {
                     tracing::error!(room = name, error = %e, "cannot load room; refusing the join");
                     refused("load_failed");
                 })?;
-                let (room, skipped) = Room::from_updates(&updates);
                 if !skipped.is_empty() {
                     tracing::error!(room = name, rows = ?skipped, "stored rows of this room could not be applied; its log is kept as it is (never compacted)");
                     for _ in &skipped {

@@ -108,13 +108,7 @@ impl RoomHandle {
                 1011 => "internal",
                 _ => "invalid",
             };
-            crate::metrics::get()
-                .rooms_refusals
-                .get_or_create(&crate::metrics::labels([
-                    ("route", &self.route),
-                    ("reason", reason),
-                ]))
-                .inc();
+            crate::metrics::room_refusal(&self.route, reason);
         }
         if changed && let Some(n) = &self.changed {
             n.notify_one();
@@ -133,9 +127,7 @@ impl RoomHandle {
         limits: Limits,
     ) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
         // Big frames, and sync requests that answer with a big document.
-        let heavy = frame.len() > HEAVY_FRAME
-            || (frame.starts_with(&[0, 0])
-                && self.size_hint.load(Ordering::Relaxed) > HEAVY_DOCUMENT);
+        let heavy = frame.len() > HEAVY_FRAME || self.heavy_for(&frame, limits);
         if !heavy && let Some(mut room) = self.try_lock() {
             return self.handle_locked(&mut room, conn, &frame, limits);
         }
@@ -160,13 +152,36 @@ impl RoomHandle {
         }
     }
 
-    /// Run `f` on the room: here when the lock is free, else on the blocking pool (a heavy
-    /// frame may hold the lock for a while; a runtime worker must not wait for it).
+    /// Whether a small frame still means whole-document work against a large document: a sync
+    /// request (answered with the document), an update that may cross `max_document` (the
+    /// document is then measured exactly), or one that makes the store's log due for compaction
+    /// (a snapshot).
+    fn heavy_for(&self, frame: &[u8], limits: Limits) -> bool {
+        let size = self.size_hint.load(Ordering::Relaxed);
+        if size <= HEAVY_DOCUMENT {
+            return false;
+        }
+        let sync_request = super::wire::split(frame).is_ok_and(|m| {
+            m.iter()
+                .any(|m| matches!(m, super::wire::Msg::SyncStep1(_)))
+        });
+        let compaction_due = self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.rows(&self.name) + 1 >= super::store::COMPACT_AT);
+        sync_request || compaction_due || size + frame.len() as u64 > limits.max_document
+    }
+
+    /// Run `f` on the room: here when the lock is free and the document small, else on the
+    /// blocking pool (a heavy frame may hold the lock for a while, and whole-document work on a
+    /// large document takes a while too; a runtime worker must do neither).
     pub async fn with<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Room) -> T + Send + 'static,
     ) -> Option<T> {
-        if let Some(mut room) = self.try_lock() {
+        if self.size_hint.load(Ordering::Relaxed) <= HEAVY_DOCUMENT
+            && let Some(mut room) = self.try_lock()
+        {
             return Some(f(&mut room));
         }
         let h = self.clone();

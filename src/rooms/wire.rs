@@ -11,7 +11,10 @@
 //! - varints longer or wider than their type (so yrs's wrapping varint reader reads exactly the
 //!   values and lengths checked here), client ids over 2^53 - 1 (Yjs's limit; yrs asserts on
 //!   them in debug builds), clocks at or past 2^31 (see [`MAX_CLOCK`]);
-//! - anything yrs would refuse anyway (unknown tags and content refs, bad UTF-8).
+//! - anything yrs would refuse anyway (unknown tags and content refs, bad UTF-8);
+//! - what yrs mishandles: a client's structs given twice in one update, legacy JSON content,
+//!   subdocuments, clocks past 2^31 (see each check);
+//! - more messages per frame, or entries per awareness update, than a client sends.
 //!
 //! It mirrors yrs 0.28's v1 decoders exactly where the two grammars could disagree (e.g. yrs
 //! reads no key for `XmlHook`), because what matters is that yrs, given bytes that passed, walks
@@ -24,6 +27,10 @@
 pub const MAX_DEPTH: usize = 64;
 /// Yjs client ids are uint53 (`random.uint53()`); larger ones cannot come from a real client.
 const MAX_CLIENT: u64 = (1 << 53) - 1;
+/// Most entries one awareness update may carry.
+pub const MAX_AWARENESS_ENTRIES: u64 = 16;
+/// Most messages one frame may carry (y-websocket sends one per frame; its server reads one).
+pub const MAX_MESSAGES: usize = 16;
 /// Highest clock accepted in updates and delete sets. yrs computes a struct's distance to the
 /// document's clock as `clock as i32`: a struct at 2^31 or above is integrated as if nothing
 /// were missing before it, breaking the block list's invariant, and a later delete panics in
@@ -48,6 +55,9 @@ pub enum WireError {
     TooDeep,
     #[error("invalid {0}")]
     Invalid(&'static str),
+    /// Well-formed, but more than a client sends.
+    #[error("{0}")]
+    Limit(&'static str),
 }
 
 /// One message of a frame, not yet decoded: its kind and the payload bytes the matching yrs
@@ -75,6 +85,11 @@ pub fn split(frame: &[u8]) -> Result<Vec<Msg<'_>>, WireError> {
     let mut r = Reader::new(frame);
     let mut out = Vec::new();
     while !r.done() {
+        if out.len() == MAX_MESSAGES {
+            return Err(WireError::Limit(
+                "more messages in one frame than a client sends",
+            ));
+        }
         let msg = match r.var_u64()? {
             0 => match r.var_u32()? {
                 0 => Msg::SyncStep1(r.buf()?),
@@ -112,28 +127,62 @@ pub fn check_state_vector(bytes: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
-/// An awareness update: `n`, then `n` × (client, clock, JSON string).
+/// An awareness update: `n`, then `n` × (client, clock, JSON string). At most
+/// [`MAX_AWARENESS_ENTRIES`] entries (a provider announces its own state; it never needs more).
+/// Clocks are read as u64: yrs wraps larger ones into u32 and ignores them as stale, which is
+/// better than closing the connection (another client can push anyone's clock up to u32::MAX,
+/// and y-protocols then announces 2^32).
 pub fn check_awareness(bytes: &[u8]) -> Result<(), WireError> {
     let mut r = Reader::new(bytes);
     let n = r.var_u64()?;
     r.count("awareness update", n, 3)?;
+    if n > MAX_AWARENESS_ENTRIES {
+        return Err(WireError::Limit(
+            "more awareness entries than a client sends",
+        ));
+    }
     for _ in 0..n {
         r.client()?;
-        r.var_u32()?;
+        r.var_u64()?;
         r.string()?;
     }
     Ok(())
 }
 
-/// A Yjs v1 update: the structs of each client, then the delete set.
-pub fn check_update(bytes: &[u8]) -> Result<(), WireError> {
+/// What an update that passed [`check_update`] holds, to bound what it adds to a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpdateShape {
+    /// Delete-set ranges: each may split an item, which costs more in the document's encoding
+    /// than the few bytes the range took on the wire.
+    pub delete_ranges: u64,
+}
+
+impl UpdateShape {
+    /// An upper bound of what applying the update adds to the document's encoded size.
+    pub fn growth(&self, bytes: usize) -> u64 {
+        bytes as u64 + self.delete_ranges.saturating_mul(32)
+    }
+}
+
+/// A Yjs v1 update: the structs of each client, then the delete set, and nothing after it.
+/// Each client's structs appear once, in decreasing client order (as Yjs and yrs write them):
+/// yrs appends a repeated client's section to the first and then integrates a block over one it
+/// already holds, corrupting the document's block list (a use-after-free inside yrs).
+pub fn check_update(bytes: &[u8]) -> Result<UpdateShape, WireError> {
     let mut r = Reader::new(bytes);
     let clients = r.var_u32()?;
     r.count("update clients", clients.into(), 3)?;
+    let mut previous: Option<u64> = None;
     for _ in 0..clients {
         let structs = r.var_u32()?;
         r.count("update structs", structs.into(), 2)?;
-        r.client()?;
+        let client = r.client()?;
+        if previous.is_some_and(|p| client >= p) {
+            return Err(WireError::Invalid(
+                "update clients repeated or out of order",
+            ));
+        }
+        previous = Some(client);
         let mut clock = r.clock()?;
         for _ in 0..structs {
             clock += r.block()?;
@@ -143,12 +192,14 @@ pub fn check_update(bytes: &[u8]) -> Result<(), WireError> {
         }
     }
     // The delete set: clients, each with (clock, len) ranges.
+    let mut shape = UpdateShape::default();
     let clients = r.var_u32()?;
     r.count("delete set clients", clients.into(), 2)?;
     for _ in 0..clients {
         r.client()?;
         let ranges = r.var_u32()?;
         r.count("delete set ranges", ranges.into(), 2)?;
+        shape.delete_ranges += u64::from(ranges);
         for _ in 0..ranges {
             let (clock, len) = (r.clock()?, u64::from(r.var_u32()?));
             if clock + len > MAX_CLOCK {
@@ -156,7 +207,10 @@ pub fn check_update(bytes: &[u8]) -> Result<(), WireError> {
             }
         }
     }
-    Ok(())
+    if !r.done() {
+        return Err(WireError::Invalid("bytes after the delete set"));
+    }
+    Ok(shape)
 }
 
 // yrs's block and content constants (yrs::block, yrs::types), v1 encoding.
@@ -242,11 +296,12 @@ impl<'a> Reader<'a> {
         Err(WireError::VarInt(at))
     }
 
-    fn client(&mut self) -> Result<(), WireError> {
-        if self.var_u64()? > MAX_CLIENT {
+    fn client(&mut self) -> Result<u64, WireError> {
+        let client = self.var_u64()?;
+        if client > MAX_CLIENT {
             return Err(WireError::Invalid("client id over 2^53"));
         }
-        Ok(())
+        Ok(client)
     }
 
     /// `n` entries of at least `min` bytes each must fit in what is left.
@@ -368,12 +423,10 @@ impl<'a> Reader<'a> {
                 }
                 n.into()
             }
-            // Doc: guid, then its options as one Any.
-            9 => {
-                self.string()?;
-                self.any()?;
-                1
-            }
+            // Doc (a subdocument): refused. yrs keeps the parent document alive from inside
+            // its own store (a reference cycle: the room's document would never be freed), and
+            // hosted rooms do not serve subdocuments.
+            9 => return Err(WireError::Invalid("subdocument content")),
             _ => return Err(WireError::Invalid("content type")),
         })
     }
@@ -494,7 +547,6 @@ pub(crate) mod tests {
             let xml = txn.get_or_insert_xml_fragment("xml");
             let el = xml.insert(&mut txn, 0, yrs::XmlElementPrelim::empty("p"));
             el.insert(&mut txn, 0, yrs::XmlTextPrelim::new("para"));
-            map.insert(&mut txn, "doc", yrs::Doc::new());
         }
         let update = doc
             .transact()
@@ -596,13 +648,69 @@ pub(crate) mod tests {
         ];
         assert_eq!(check_update(&u), Err(WireError::Invalid("clock past 2^31")));
         let at_limit = [1, 1, 1, 0xfe, 0xff, 0xff, 0xff, 0x07, 0, 1, 0];
-        assert_eq!(check_update(&at_limit), Ok(()));
+        assert!(check_update(&at_limit).is_ok());
         let mut ds = vec![0, 1, 1, 1];
         ds.extend([0xff, 0xff, 0xff, 0xff, 0x07, 1]);
         assert_eq!(
             check_update(&ds),
             Err(WireError::Invalid("delete range past 2^31"))
         );
+    }
+
+    #[test]
+    fn what_yrs_mishandles_is_refused() {
+        // Client 7's structs twice (yrs would integrate "b" over "a": a use-after-free).
+        let twice = [
+            2, 1, 7, 0, 4, 1, 1, b't', 1, b'a', 1, 7, 0, 4, 1, 1, b't', 1, b'b', 0,
+        ];
+        assert_eq!(
+            check_update(&twice),
+            Err(WireError::Invalid(
+                "update clients repeated or out of order"
+            ))
+        );
+        // Increasing order is not what Yjs or yrs write either.
+        let up = [
+            2, 1, 7, 0, 4, 1, 1, b't', 1, b'a', 1, 8, 0, 4, 1, 1, b't', 1, b'b', 0,
+        ];
+        assert!(check_update(&up).is_err());
+        let down = [
+            2, 1, 8, 0, 4, 1, 1, b't', 1, b'a', 1, 7, 0, 4, 1, 1, b't', 1, b'b', 0,
+        ];
+        assert!(check_update(&down).is_ok());
+        // A subdocument item, and bytes after the delete set.
+        let doc = [1, 1, 7, 0, 9, 1, 1, b't', 1, b'g', 126, 0];
+        assert_eq!(
+            check_update(&doc),
+            Err(WireError::Invalid("subdocument content"))
+        );
+        let trailing = [1, 1, 7, 0, 4, 1, 1, b't', 1, b'a', 0, 0];
+        assert_eq!(
+            check_update(&trailing),
+            Err(WireError::Invalid("bytes after the delete set"))
+        );
+        // Delete ranges count toward the growth bound.
+        let ds = [0, 1, 7, 2, 0, 1, 5, 1];
+        assert_eq!(check_update(&ds).unwrap().growth(ds.len()), 8 + 64);
+    }
+
+    #[test]
+    fn awareness_and_frames_are_bounded_to_what_clients_send() {
+        let mut many = Vec::new();
+        varuint(MAX_AWARENESS_ENTRIES + 1, &mut many);
+        for i in 0..=MAX_AWARENESS_ENTRIES {
+            many.extend([i as u8 + 1, 1, 4]);
+            many.extend(b"null");
+        }
+        assert!(check_awareness(&many).is_err());
+        // A clock past u32 (y-protocols after someone pushed it to u32::MAX) is not refused.
+        let mut big_clock = vec![1, 5];
+        varuint(1 << 32, &mut big_clock);
+        big_clock.extend([2, b'{', b'}']);
+        assert!(check_awareness(&big_clock).is_ok());
+        let frame = vec![3u8; MAX_MESSAGES + 1];
+        assert!(split(&frame).is_err());
+        assert_eq!(split(&frame[..MAX_MESSAGES]).unwrap().len(), MAX_MESSAGES);
     }
 
     #[test]

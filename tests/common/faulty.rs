@@ -29,9 +29,12 @@ impl Faulty {
     }
 }
 
+/// Where `opener` leaves the store it opened.
+pub type Slot = Arc<Mutex<Option<Arc<Faulty>>>>;
+
 /// An opener for `wsedge::server::start_with` that keeps a handle on the store it opens.
-pub fn opener() -> (wsedge::proxy::OpenStore, Arc<Mutex<Option<Arc<Faulty>>>>) {
-    let slot: Arc<Mutex<Option<Arc<Faulty>>>> = Arc::default();
+pub fn opener() -> (wsedge::proxy::OpenStore, Slot) {
+    let slot: Slot = Arc::default();
     let keep = slot.clone();
     let open: wsedge::proxy::OpenStore = Arc::new(move |path| {
         let f = Arc::new(Faulty {
