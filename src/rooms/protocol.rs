@@ -167,6 +167,13 @@ impl Room {
         self.awareness.doc()
     }
 
+    /// [`Room::snapshot`], or None if yrs panicked (it unwraps while merging pending updates):
+    /// what compaction and measuring use, so that a yrs bug costs a skipped compaction, not a
+    /// connection task that never leaves its room.
+    pub fn try_snapshot(&self) -> Option<Vec<u8>> {
+        guarded(|| self.snapshot()).ok()
+    }
+
     /// The whole document as one v1 update (what a store persists).
     pub fn snapshot(&self) -> Vec<u8> {
         self.doc()
@@ -228,7 +235,10 @@ impl Room {
         if self.size.saturating_add(incoming) <= max {
             return Ok(());
         }
-        self.size = self.snapshot().len() as u64;
+        self.size = self
+            .try_snapshot()
+            .ok_or_else(|| ProtocolError::Internal("encoding the document".into()))?
+            .len() as u64;
         let size = self.size.saturating_add(incoming);
         if size <= max {
             Ok(())
@@ -255,7 +265,8 @@ impl Room {
     ) -> Result<(), ProtocolError> {
         match msg {
             Decoded::Step1(sv) => {
-                let diff = self.doc().transact().encode_state_as_update_v1(&sv);
+                let diff = guarded(|| self.doc().transact().encode_state_as_update_v1(&sv))
+                    .map_err(|e| ProtocolError::Internal(format!("encoding the document: {e}")))?;
                 out.push(Out::Reply(
                     Message::Sync(SyncMessage::SyncStep2(diff)).encode_v1(),
                 ));

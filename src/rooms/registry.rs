@@ -167,7 +167,7 @@ impl Registry {
             h.with(move |room| {
                 if compactable && store.rows(&name) > 1 {
                     // Next load reads one row instead of the whole log.
-                    if let Err(e) = store.replace(&name, room.snapshot()) {
+                    if let Some(Err(e)) = room.try_snapshot().map(|s| store.replace(&name, s)) {
                         tracing::error!(room = %name, error = %e, "cannot compact room log");
                     }
                 }

@@ -88,7 +88,9 @@ impl RoomHandle {
                     if let Some(store) = &self.store {
                         match store.append(&self.name, &u) {
                             Ok(true) if self.compactable => {
-                                if let Err(e) = store.replace(&self.name, room.snapshot()) {
+                                if let Some(Err(e)) =
+                                    room.try_snapshot().map(|s| store.replace(&self.name, s))
+                                {
                                     tracing::error!(room = %self.name, error = %e, "cannot compact room log");
                                 }
                             }
