@@ -80,9 +80,9 @@ impl Handled {
 /// A message that passed validation and decoding, waiting to be applied.
 enum Decoded<'a> {
     Step1(StateVector),
-    /// The update as sent (for the broadcast and the store), decoded, and an upper bound of
-    /// what it adds to the document's encoded size.
-    Update(&'a [u8], Update, u64),
+    /// The update as sent (for the broadcast and the store), decoded, and its shape (growth
+    /// bound, first clock of each client).
+    Update(&'a [u8], Update, wire::UpdateShape),
     /// A read-only connection's update: refused with PermissionDenied, never decoded.
     Denied,
     Awareness(AwarenessUpdate),
@@ -146,13 +146,19 @@ impl Room {
         let mut room = Room::default();
         let mut skipped = Vec::new();
         for (i, u) in updates.iter().enumerate() {
-            let applied = wire::check_update(u).is_ok()
-                && guarded(|| {
-                    Update::decode_v1(u)
-                        .ok()
-                        .is_some_and(|update| integrate(room.doc(), u, update).is_ok())
-                })
-                .unwrap_or(false);
+            let applied = wire::check_update(u).is_ok_and(|shape| {
+                let sv = room.doc().transact().state_vector();
+                shape
+                    .starts
+                    .iter()
+                    .all(|(c, clock)| *clock <= sv.get(&ClientID::new(*c)))
+                    && guarded(|| {
+                        Update::decode_v1(u)
+                            .ok()
+                            .is_some_and(|update| integrate(room.doc(), update).is_ok())
+                    })
+                    .unwrap_or(false)
+            });
             if applied {
                 room.size += u.len() as u64;
             } else {
@@ -209,7 +215,7 @@ impl Room {
         let incoming: u64 = decoded
             .iter()
             .map(|d| match d {
-                Decoded::Update(_, _, growth) => *growth,
+                Decoded::Update(bytes, _, shape) => shape.growth(bytes.len()),
                 _ => 0,
             })
             .sum();
@@ -276,9 +282,21 @@ impl Room {
             )),
             // Nothing to apply, store or send (a provider's SyncStep2 when it has nothing new).
             Decoded::Update(_, update, _) if update.is_empty() => {}
-            Decoded::Update(bytes, update, growth) => {
+            Decoded::Update(bytes, update, shape) => {
                 let before = self.doc().transact().state_vector();
-                let result = guarded(|| integrate(self.doc(), bytes, update));
+                // Each client's structs must continue what the room holds of it: a gap means the
+                // update depends on content the room does not have (see `integrate`).
+                if let Some((client, clock)) = shape
+                    .starts
+                    .iter()
+                    .find(|(c, clock)| *clock > before.get(&ClientID::new(*c)))
+                {
+                    return Err(ProtocolError::Invalid(format!(
+                        "update: client {client} starts at clock {clock}, past what the room has"
+                    )));
+                }
+                let growth = shape.growth(bytes.len());
+                let result = guarded(|| integrate(self.doc(), update));
                 let error = match result {
                     Ok(Ok(())) => {
                         self.size += growth;
@@ -424,40 +442,23 @@ impl Room {
     }
 }
 
-/// Apply `update` (decoded from `bytes`). yrs retries the updates it holds pending (waiting for a
-/// missing dependency) inside every apply, so a pending update of another client whose parent
-/// turns out not to be a type would fail, and be blamed on, every later update of the room. So
-/// on failure the pending updates are taken out and this update is tried alone:
-/// - it applies: the pending updates were what failed; they are dropped (they cannot be
-///   integrated next to what the document holds);
-/// - it fails on its own: it is refused (what failed of it is dropped) and the pending updates
-///   are put back (applied again; dropped if that fails).
-///
-/// The store's replay ([`Room::from_updates`]) goes through here as well, so a reloaded room
-/// ends where the live one did.
-fn integrate(doc: &Doc, bytes: &[u8], update: Update) -> Result<(), yrs::error::UpdateError> {
+/// Apply `update`, keeping nothing pending. yrs holds the parts of an update whose dependencies
+/// are missing as "pending" and retries them inside every later apply; in yrs 0.28.1 that retry
+/// can write through freed items (valgrind: invalid write in `ItemPtr::splice` under
+/// `apply_update`'s pending retry, on an input found by the room_frame fuzz target), and a
+/// pending item that fails was blamed on whichever update triggered the retry. A client only
+/// sends updates that build on what it has seen, which the room has, so an update with missing
+/// dependencies is refused: what of it could be integrated stays (the caller stores and sends
+/// it), the rest is dropped at once, and the retry never runs.
+fn integrate(doc: &Doc, update: Update) -> Result<(), String> {
     use yrs::WriteTxn;
-    if doc.transact_mut().apply_update(update).is_ok() {
-        return Ok(());
+    let result = doc.transact_mut().apply_update(update);
+    let dropped = doc.transact_mut().prune_pending().is_some();
+    match result {
+        Err(e) => Err(e.to_string()),
+        Ok(()) if dropped => Err("it depends on content the room does not have".into()),
+        Ok(()) => Ok(()),
     }
-    let pending = doc.transact_mut().prune_pending();
-    let again = Update::decode_v1(bytes).expect("decoded once already");
-    let result = doc.transact_mut().apply_update(again);
-    match (&result, pending) {
-        (Ok(()), Some(_)) => {
-            tracing::debug!("dropped pending updates that could not be integrated");
-        }
-        (Err(_), pending) => {
-            doc.transact_mut().prune_pending();
-            if let Some(p) = pending
-                && doc.transact_mut().apply_update(p).is_err()
-            {
-                doc.transact_mut().prune_pending();
-            }
-        }
-        (Ok(()), None) => {}
-    }
-    result
 }
 
 /// Validate and decode every message of a frame (nothing is applied yet). Payloads a
@@ -498,7 +499,7 @@ fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, Protocol
                 let update = guarded(|| Update::decode_v1(bytes))
                     .map_err(|e| invalid("update", &e))?
                     .map_err(|e| invalid("update", &e))?;
-                Decoded::Update(bytes, update, shape.growth(bytes.len()))
+                Decoded::Update(bytes, update, shape)
             }
             Msg::Awareness(bytes) => {
                 wire::check_awareness(bytes).map_err(|e| invalid("awareness update", &e))?;

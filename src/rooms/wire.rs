@@ -150,11 +150,14 @@ pub fn check_awareness(bytes: &[u8]) -> Result<(), WireError> {
 }
 
 /// What an update that passed [`check_update`] holds, to bound what it adds to a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpdateShape {
     /// Delete-set ranges: each may split an item, which costs more in the document's encoding
     /// than the few bytes the range took on the wire.
     pub delete_ranges: u64,
+    /// Each client's first clock in the update (its structs must continue what the document
+    /// holds of that client: a gap would make yrs integrate a skip).
+    pub starts: Vec<(u64, u32)>,
 }
 
 impl UpdateShape {
@@ -172,6 +175,7 @@ pub fn check_update(bytes: &[u8]) -> Result<UpdateShape, WireError> {
     let mut r = Reader::new(bytes);
     let clients = r.var_u32()?;
     r.count("update clients", clients.into(), 3)?;
+    let mut shape = UpdateShape::default();
     let mut previous: Option<u64> = None;
     for _ in 0..clients {
         let structs = r.var_u32()?;
@@ -184,6 +188,7 @@ pub fn check_update(bytes: &[u8]) -> Result<UpdateShape, WireError> {
         }
         previous = Some(client);
         let mut clock = r.clock()?;
+        shape.starts.push((client, clock as u32));
         for _ in 0..structs {
             clock += r.block()?;
             if clock > MAX_CLOCK {
@@ -192,7 +197,6 @@ pub fn check_update(bytes: &[u8]) -> Result<UpdateShape, WireError> {
         }
     }
     // The delete set: clients, each with (clock, len) ranges.
-    let mut shape = UpdateShape::default();
     let clients = r.var_u32()?;
     r.count("delete set clients", clients.into(), 2)?;
     for _ in 0..clients {
@@ -348,7 +352,12 @@ impl<'a> Reader<'a> {
     /// it (a string's length is counted in bytes, yrs counts UTF-16 units).
     fn block(&mut self) -> Result<u64, WireError> {
         let info = self.u8()?;
-        if info == GC || info == SKIP {
+        if info == SKIP {
+            // Yjs writes skips only when merging updates with gaps; a client's update has none,
+            // and yrs integrates what follows a skip past a hole in the document.
+            return Err(WireError::Invalid("skip struct (a gap in the update)"));
+        }
+        if info == GC {
             let len = self.var_u32()?;
             if len == 0 {
                 return Err(WireError::Invalid("empty block"));
