@@ -360,6 +360,21 @@ fn an_update_with_missing_dependencies_is_refused_and_nothing_is_left_pending() 
 }
 
 #[test]
+fn an_update_starting_past_what_the_room_has_is_refused() {
+    // Client 7's item at clock 5 in a room that has nothing of client 7: yrs would integrate a
+    // skip before it (a hole in the document).
+    let mut room = Room::default();
+    let h = room.handle(
+        &mut Conn::default(),
+        &update_frame(vec![1, 1, 7, 5, 4, 1, 1, b't', 1, b'a', 0]),
+        LIMITS,
+    );
+    assert_eq!(h.error.as_ref().map(|e| e.close_code()), Some(1007));
+    assert!(h.out.is_empty());
+    assert_eq!(text(room.doc()), "");
+}
+
+#[test]
 fn documents_stop_growing_at_max_document() {
     let mut room = Room::default();
     let mut c = Conn::default();

@@ -223,6 +223,20 @@ fn awareness_and_frames_are_bounded_to_what_clients_send() {
 }
 
 #[test]
+fn skips_and_where_each_client_starts_are_reported() {
+    // A skip struct (a gap inside the update) is refused.
+    assert_eq!(
+        check_update(&[1, 2, 7, 0, 10, 5, 4, 1, 1, b't', 1, b'a', 0]),
+        Err(WireError::Invalid("skip struct (a gap in the update)"))
+    );
+    // The first clock of each client is reported, for the room to compare with its own.
+    let u = [
+        2, 1, 8, 3, 4, 1, 1, b't', 1, b'a', 1, 7, 0, 4, 1, 1, b't', 1, b'b', 0,
+    ];
+    assert_eq!(check_update(&u).unwrap().starts, vec![(8, 3), (7, 0)]);
+}
+
+#[test]
 fn legacy_json_content_is_refused() {
     // Item (client 7, clock 0) in root "t" with ContentJSON of one string "1".
     let u = [1, 1, 7, 0, 2, 1, 1, b't', 1, 1, b'1', 1, b'2', 0];
