@@ -326,6 +326,15 @@ fn check_out(out: &[Out], read_only: bool, persisted: &mut Vec<Vec<u8>>) {
                 assert!(!read_only, "a read-only connection's update was persisted");
                 persisted.push(u.clone());
             }
+            // The store replaces the room's log by it.
+            Out::Snapshot(s) => {
+                assert!(
+                    !read_only,
+                    "a read-only connection's frame replaced the log"
+                );
+                persisted.clear();
+                persisted.push(s.clone());
+            }
         }
     }
 }

@@ -83,6 +83,20 @@ impl RoomHandle {
                 Out::Broadcast(f) => {
                     let _ = self.fanout.send(Bytes::from(f));
                 }
+                Out::Snapshot(snapshot) => {
+                    changed = true;
+                    if let Some(store) = &self.store {
+                        // A room whose log holds unreadable rows keeps them: appended instead.
+                        let r = if self.compactable {
+                            store.replace(&self.name, snapshot)
+                        } else {
+                            store.append(&self.name, &snapshot).map(|_| ())
+                        };
+                        if let Err(e) = r {
+                            tracing::error!(room = %self.name, error = %e, "cannot queue room snapshot");
+                        }
+                    }
+                }
                 Out::Persist(u) => {
                     changed = true;
                     if let Some(store) = &self.store {
