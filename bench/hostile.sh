@@ -22,17 +22,7 @@ mkdir -p "$work/www" && echo "hello from the upstream" >"$work/www/index.html"
 python3 -m http.server "$up" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 & pids+=($!)
 wait_port "$up"
 port=$(free_port); https=$(free_port)
-cat >"$work/wsedge.toml" <<TOML
-[server]
-http = "127.0.0.1:$port"
-https = "127.0.0.1:$https"
-certdir = "$work/certs"
-log_level = "warn"
-access_log = false
-[limits]
-concurrent_per_ip = 100000
-concurrent_total = 100000
-new_per_ip_per_sec = 100000
+{ wsedge_server_toml "$port" "$https"; cat <<TOML
 [[route]]
 path = "/wss"
 plain_http = true
@@ -42,6 +32,7 @@ path = "/"
 plain_http = true
 upstream = "http://127.0.0.1:$up"
 TOML
+} >"$work/wsedge.toml"
 $BIN/wsedge run -c "$work/wsedge.toml" 2>"$work/wsedge.log" & SRV=$!; pids+=($SRV)
 wait_port "$port"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

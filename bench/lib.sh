@@ -51,3 +51,21 @@ CONF
   sleep 0.3
   NGINX_ALL="$NGINX_PID $(pgrep -P $NGINX_PID | tr '\n' ' ')"
 }
+
+# wsedge_server_toml HTTP_PORT HTTPS_PORT: the [server] and [limits] sections every benchmark's
+# wsedge config starts with (quiet logs, no access log, admission caps out of the way).
+wsedge_server_toml() {
+  cat <<TOML
+[server]
+http = "127.0.0.1:$1"
+https = "127.0.0.1:$2"
+certdir = "$work/certs"
+log_level = "warn"
+access_log = false
+# Admission caps off (they are by default; stated so no benchmark connection is ever refused).
+[limits]
+concurrent_per_ip = 100000
+concurrent_total = 100000
+new_per_ip_per_sec = 100000
+TOML
+}

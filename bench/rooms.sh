@@ -43,23 +43,13 @@ start_server() {
   local port; port=$(free_port)
   if [ "$1" = wsedge ] || [ "$1" = wsedge-wss ]; then
     local https; https=$(free_port)
-    cat >"$work/wsedge.toml" <<TOML
-[server]
-http = "127.0.0.1:$port"
-https = "127.0.0.1:$https"
-certdir = "$work/certs"
-log_level = "warn"
-access_log = false
-# Admission caps off (they are by default; stated so the idle test is never refused).
-[limits]
-concurrent_per_ip = 100000
-concurrent_total = 100000
-new_per_ip_per_sec = 100000
+    { wsedge_server_toml "$port" "$https"; cat <<TOML
 [[route]]
 path = "/wss"
 rooms = { store = "memory" }
 plain_http = true
 TOML
+    } >"$work/wsedge.toml"
     $BIN/wsedge run -c "$work/wsedge.toml" 2>>"$work/wsedge.log" & SRV_PID=$!
     SRV_URL="ws://127.0.0.1:$port/wss/"
     if [ "$1" = wsedge-wss ]; then SRV_URL="wss://localhost:$https/wss/"; port=$https; fi
