@@ -142,11 +142,36 @@ impl RoomHandle {
         frame: Bytes,
         limits: Limits,
     ) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
-        // Big frames, and sync requests that answer with a big document.
+        match self.try_handle(conn, frame, limits) {
+            Ok(done) => done,
+            Err(frame) => self.handle_heavy(conn, frame, limits).await,
+        }
+    }
+
+    /// The light path of [`RoomHandle::handle`], without awaiting (so that a connection's future
+    /// carries no state for it): the frame back if it is heavy or the room is busy.
+    #[allow(clippy::type_complexity)]
+    pub fn try_handle(
+        &self,
+        conn: &mut Conn,
+        frame: Bytes,
+        limits: Limits,
+    ) -> Result<(Vec<Vec<u8>>, Option<ProtocolError>), Bytes> {
+        // Big frames, and small ones that mean whole-document work on a big document.
         let heavy = frame.len() > HEAVY_FRAME || self.heavy_for(&frame, limits);
         if !heavy && let Some(mut room) = self.try_lock() {
-            return self.handle_locked(&mut room, conn, &frame, limits);
+            return Ok(self.handle_locked(&mut room, conn, &frame, limits));
         }
+        Err(frame)
+    }
+
+    /// The heavy path of [`RoomHandle::handle`]: on the blocking pool.
+    pub async fn handle_heavy(
+        self: &Arc<Self>,
+        conn: &mut Conn,
+        frame: Bytes,
+        limits: Limits,
+    ) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
         let (h, mut c) = (self.clone(), std::mem::take(conn));
         let done = run_heavy(move || {
             let r = {
@@ -201,7 +226,8 @@ impl RoomHandle {
             return Some(f(&mut room));
         }
         let h = self.clone();
-        run_heavy(move || f(&mut h.lock())).await
+        // Boxed: the rare path; a connection future awaiting this would otherwise carry it.
+        Box::pin(run_heavy(move || f(&mut h.lock()))).await
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Room> {

@@ -277,7 +277,14 @@ fn run<'a>(
                             if throttled {
                                 s.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
                             }
-                            let (replies, error) = s.room.handle(conn, data, s.limits).await;
+                            let (replies, error) = match s.room.try_handle(conn, data, s.limits) {
+                                Ok(done) => done,
+                                // Boxed: the rare path; every connection's future would
+                                // otherwise carry its state.
+                                Err(data) => {
+                                    Box::pin(s.room.handle_heavy(conn, data, s.limits)).await
+                                }
+                            };
                             let mut step = Step::Continue;
                             for f in replies {
                                 queue_data(ws, t, &f);
