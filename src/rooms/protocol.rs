@@ -298,6 +298,8 @@ impl Room {
                     )));
                 }
                 let growth = shape.growth(bytes.len());
+                // Deletions change the document without moving its state vector.
+                let deletes = !update.delete_set().is_empty();
                 let result = guarded(|| integrate(self.doc(), update));
                 let error = match result {
                     Ok(Ok(())) => {
@@ -316,7 +318,7 @@ impl Room {
                 // pending structs, which the document does not hold).
                 let gained = {
                     let txn = self.doc().transact();
-                    (txn.state_vector() != before).then(|| txn.encode_diff_v1(&before))
+                    (deletes || txn.state_vector() != before).then(|| txn.encode_diff_v1(&before))
                 };
                 let Some(diff) = gained else {
                     return Err(error);
