@@ -19,6 +19,10 @@ pub struct RawRooms {
     pub awareness_timeout: Option<ConfDuration>,
     pub max_name: Option<usize>,
     pub max_document: Option<ConfSize>,
+    pub max_rooms: Option<usize>,
+    pub backlog: Option<ConfSize>,
+    pub sync_budget: Option<ConfSize>,
+    pub message_timeout: Option<ConfDuration>,
     pub allowed_origins: Option<Vec<String>>,
     pub auth: Option<RawAuth>,
     pub callback: Option<RawCallback>,
@@ -60,6 +64,22 @@ pub struct RoomsConfig {
     /// would take it past this is refused and its connection closed 1009. Bounds what one room
     /// holds in memory and on disk, and what every joiner is sent.
     pub max_document: u64,
+    /// Rooms held in memory at most (default 10,000): a join that would load one more is
+    /// refused with 503 until one unloads. Bounds what churn of new room names can take.
+    pub max_rooms: usize,
+    /// Bytes of fan-out a room keeps for connections that read slower than it changes
+    /// (default 1 MiB). Past it the backlog is merged (updates into one, awareness into the
+    /// latest state per client); past that, a connection that is still behind is sent the
+    /// whole document when it can take it. Nobody is closed for being behind.
+    pub backlog: u64,
+    /// Bytes of whole-document sends (a joiner's first sync, a resync after falling behind)
+    /// the route's connections may have waiting to be written at once (default 64 MiB). A send
+    /// that does not fit waits, up to the guard's `slow_reader_timeout`, then its connection is
+    /// closed 1013: silent joiners cannot pin a copy of the document each.
+    pub sync_budget: u64,
+    /// A message the client has started (a frame or fragments) must be complete within this
+    /// (default 60 s), else 1008: a client cannot keep a partial message alive forever.
+    pub message_timeout: Duration,
     /// redb file the rooms persist to; None keeps them in memory only (said in the log).
     pub store: Option<PathBuf>,
     /// Group-commit interval: at most this much is lost on SIGKILL (default 500 ms).
@@ -80,6 +100,10 @@ impl Default for RoomsConfig {
         RoomsConfig {
             max_name: 256,
             max_document: DEFAULT_MAX_DOCUMENT,
+            max_rooms: 10_000,
+            backlog: 1 << 20,
+            sync_budget: 64 << 20,
+            message_timeout: Duration::from_secs(60),
             store: None,
             flush_interval: Duration::from_millis(500),
             unload_after: Duration::from_secs(30),
@@ -201,6 +225,33 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
             ));
         }
         c.max_document = size.0;
+    }
+    if let Some(n) = raw.max_rooms {
+        if n == 0 || n > 10_000_000 {
+            bad.push(("max_rooms".into(), "must be between 1 and 10000000".into()));
+        }
+        c.max_rooms = n;
+    }
+    if let Some(size) = raw.backlog {
+        if !(4 << 10..=1 << 30).contains(&size.0) {
+            bad.push(("backlog".into(), "must be between 4 KiB and 1 GiB".into()));
+        }
+        c.backlog = size.0;
+    }
+    if let Some(size) = raw.sync_budget {
+        if !(64 << 10..=1 << 40).contains(&size.0) {
+            bad.push(("sync_budget".into(), "must be between 64 KiB and 1 TiB".into()));
+        }
+        c.sync_budget = size.0;
+    }
+    if let Some(d) = raw.message_timeout {
+        if d.0 < Duration::from_secs(1) {
+            bad.push((
+                "message_timeout".into(),
+                "must be at least 1s (a large message takes a while on a slow link)".into(),
+            ));
+        }
+        c.message_timeout = d.0;
     }
     if let Some(origins) = &raw.allowed_origins {
         for (i, o) in origins.iter().enumerate() {

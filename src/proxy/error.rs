@@ -38,9 +38,10 @@ pub enum ProxyError {
     Full,
     #[error("room access refused: {0}")]
     Access(crate::rooms::auth::Denied),
-    /// The room's stored log could not be read: refused rather than started empty.
+    /// The room's stored log could not be read (refused rather than started empty), or the
+    /// route holds `max_rooms` rooms already.
     #[error("room unavailable: {0}")]
-    RoomUnavailable(crate::rooms::store::StoreError),
+    RoomUnavailable(crate::rooms::registry::JoinError),
 }
 
 impl ProxyError {

@@ -695,15 +695,15 @@ async fn rooms_upgrade(
         limits: crate::rooms::protocol::Limits {
             max_document: rooms.max_document,
         },
+        message_timeout: rooms.message_timeout,
         stats: proxy.guard_stats.clone(),
         shutdown: ctx.closing.clone(),
     };
     // Kept for the session's end only when the access log is on (three strings per connection).
     let mut log = log.enabled.then(|| Box::new((log, Instant::now())));
     let fut = async move {
+        // The client went away before the switch: the session leaves the room as it drops.
         let Ok(upgraded) = on_upgrade.await else {
-            // The client went away before the switch: still leave the room.
-            session.registry.leave(&session.room);
             return;
         };
         if let Some(log) = log.as_mut() {

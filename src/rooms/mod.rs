@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod callback;
+pub mod feed;
 pub mod protocol;
 pub mod registry;
 pub mod room;

@@ -189,6 +189,22 @@ impl Room {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
+    /// Frames that bring a connection up to date whatever it has: the whole document as one
+    /// update (a client applies what it already has as a no-op) and every awareness state.
+    pub fn resync(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        match self.try_snapshot() {
+            Some(s) => out.push(Message::Sync(SyncMessage::Update(s)).encode_v1()),
+            None => tracing::error!("cannot encode the document for a resync"),
+        }
+        if let Ok(update) = self.awareness.update()
+            && !update.clients.is_empty()
+        {
+            out.push(Message::Awareness(update).encode_v1());
+        }
+        out
+    }
+
     /// Frames for a new connection: our SyncStep1, then the known awareness states if any.
     pub fn welcome(&self) -> Vec<Vec<u8>> {
         let sv = self.doc().transact().state_vector();

@@ -6,7 +6,8 @@
 use super::auth::HttpClient;
 use super::callback;
 use super::protocol::Room;
-pub use super::room::{FANOUT_CAPACITY, RoomHandle};
+use super::feed::Feed;
+pub use super::room::RoomHandle;
 use super::store::{RoomStore, StoreError};
 use crate::config::RoomsConfig;
 use bytes::Bytes;
@@ -14,23 +15,63 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How often stale awareness states are looked for (at most; more often for short timeouts).
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 
 pub struct Registry {
-    rooms: tokio::sync::Mutex<HashMap<String, Arc<RoomHandle>>>,
+    rooms: Mutex<HashMap<String, Slot>>,
     loaded: AtomicUsize,
     pub store: Option<Arc<dyn RoomStore>>,
     /// Replaced by a config reload; read per connection.
     config: arc_swap::ArcSwap<RoomsConfig>,
+    /// Bytes of whole-document sends the route's connections may have queued at once, and its
+    /// size (`sync_budget`, at most 4 GiB; fixed when the route starts).
+    pub sync_budget: (Semaphore, u64),
     /// Forward auth and callbacks.
     pub client: HttpClient,
     shutdown: CancellationToken,
     /// The route's metrics label (its connections share it).
     pub label: String,
+}
+
+/// A room name's place in the map: loaded, or being loaded or unloaded (joins wait for it; it
+/// counts toward `max_rooms`). The sender is dropped when the work is done.
+enum Slot {
+    Ready(Arc<RoomHandle>),
+    Busy(watch::Receiver<()>),
+}
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} rooms are loaded, the route's max_rooms")]
+    Full(usize),
+}
+
+/// Removes a `Busy` slot if the load or unload holding it ends without publishing (an error or
+/// a panic): joins waiting on it then try again.
+struct BusyGuard<'a> {
+    registry: &'a Registry,
+    name: &'a str,
+    _done: watch::Sender<()>,
+    armed: bool,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut rooms = self.registry.lock();
+            if matches!(rooms.get(self.name), Some(Slot::Busy(_))) {
+                rooms.remove(self.name);
+                self.registry.loaded.store(rooms.len(), Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Registry {
@@ -40,15 +81,21 @@ impl Registry {
         shutdown: CancellationToken,
         label: String,
     ) -> Registry {
+        let budget = config.sync_budget.min(u32::MAX as u64);
         Registry {
-            rooms: tokio::sync::Mutex::default(),
+            rooms: Mutex::default(),
             loaded: AtomicUsize::new(0),
             store,
             config: arc_swap::ArcSwap::from_pointee(config),
+            sync_budget: (Semaphore::new(budget as usize), budget),
             client: super::auth::http_client(),
             shutdown,
             label,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current settings (a reload may replace them; open connections keep theirs).
@@ -61,24 +108,61 @@ impl Registry {
     }
 
     /// Join `name`, loading the room if it is not in memory. Counts the connection until
-    /// [`Registry::leave`]. A room whose stored log cannot be read is refused (the caller answers
-    /// 503): starting it empty would let new edits be written over the stored document.
-    pub async fn join(self: &Arc<Self>, name: &str) -> Result<Arc<RoomHandle>, StoreError> {
-        let mut rooms = self.rooms.lock().await;
-        if let Some(h) = rooms.get(name) {
-            h.conns.fetch_add(1, Ordering::Relaxed);
-            h.generation.fetch_add(1, Ordering::Relaxed);
-            return Ok(h.clone());
-        }
+    /// [`Registry::leave`]. Refused when the route holds `max_rooms` rooms already, or when the
+    /// room's stored log cannot be read (the caller answers 503): starting it empty would let
+    /// new edits be written over the stored document. The map is never locked across I/O: a
+    /// room being loaded or unloaded is marked busy, and joins of it wait for that to end.
+    pub async fn join(self: &Arc<Self>, name: &str) -> Result<Arc<RoomHandle>, JoinError> {
+        let done = loop {
+            let mut wait = {
+                let mut rooms = self.lock();
+                match rooms.get(name) {
+                    Some(Slot::Ready(h)) => {
+                        h.conns.fetch_add(1, Ordering::Relaxed);
+                        h.generation.fetch_add(1, Ordering::Relaxed);
+                        return Ok(h.clone());
+                    }
+                    Some(Slot::Busy(rx)) => rx.clone(),
+                    None => {
+                        let max = self.config().max_rooms;
+                        if rooms.len() >= max {
+                            crate::metrics::room_refusal(&self.label, "rooms_full");
+                            return Err(JoinError::Full(max));
+                        }
+                        let (tx, rx) = watch::channel(());
+                        rooms.insert(name.to_string(), Slot::Busy(rx));
+                        self.loaded.store(rooms.len(), Ordering::Relaxed);
+                        break tx;
+                    }
+                }
+            };
+            // Err once the loader or unloader is done (its sender dropped).
+            let _ = wait.changed().await;
+        };
+        let mut busy = BusyGuard {
+            registry: self,
+            name,
+            _done: done,
+            armed: true,
+        };
+        let (room, compactable) = self.load(name).await?;
+        let h = self.handle(name, room, compactable);
+        self.lock().insert(name.to_string(), Slot::Ready(h.clone()));
+        busy.armed = false;
+        tracing::debug!(room = name, "room loaded");
+        Ok(h)
+    }
+
+    /// Read and rebuild a room from the store (off the runtime workers: a large document takes
+    /// a while), with whether its log may be compacted.
+    async fn load(&self, name: &str) -> Result<(Room, bool), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok((Room::default(), true));
+        };
         let refused = |reason: &str| crate::metrics::room_refusal(&self.label, reason);
-        let (room, compactable) = match &self.store {
-            None => (Room::default(), true),
-            Some(store) => {
-                let (store, n) = (store.clone(), name.to_string());
-                // Reading and rebuilding a large document takes a while: off the runtime workers.
-                let loaded = tokio::task::spawn_blocking(move || {
-                    store.load(&n).map(|rows| Room::from_updates(&rows))
-                })
+        let (store, n) = (store.clone(), name.to_string());
+        let loaded =
+            tokio::task::spawn_blocking(move || store.load(&n).map(|rows| Room::from_updates(&rows)))
                 .await
                 .unwrap_or_else(|e| {
                     Err(StoreError::Io {
@@ -86,27 +170,30 @@ impl Registry {
                         reason: format!("load task failed: {e}"),
                     })
                 });
-                let (room, skipped) = loaded.inspect_err(|e| {
-                    tracing::error!(room = name, error = %e, "cannot load room; refusing the join");
-                    refused("load_failed");
-                })?;
-                if !skipped.is_empty() {
-                    tracing::error!(room = name, rows = ?skipped, "stored rows of this room could not be applied; its log is kept as it is (never compacted)");
-                    for _ in &skipped {
-                        refused("unreadable_row");
-                    }
-                }
-                (room, skipped.is_empty())
+        let (room, skipped) = loaded.inspect_err(|e| {
+            tracing::error!(room = name, error = %e, "cannot load room; refusing the join");
+            refused("load_failed");
+        })?;
+        if !skipped.is_empty() {
+            tracing::error!(room = name, rows = ?skipped, "stored rows of this room could not be applied; its log is kept as it is (never compacted)");
+            for _ in &skipped {
+                refused("unreadable_row");
             }
-        };
+        }
+        Ok((room, skipped.is_empty()))
+    }
+
+    /// A loaded room's handle, with its callback task if one is configured.
+    fn handle(&self, name: &str, room: Room, compactable: bool) -> Arc<RoomHandle> {
         let size = room.size();
-        let stop = CancellationToken::new();
         let config = self.config();
         let changed = config.callback.as_ref().map(|_| Arc::new(Notify::new()));
+        let backlog = config.backlog.min(usize::MAX as u64) as usize;
         let h = Arc::new(RoomHandle {
             name: name.to_string(),
-            room: Mutex::new(room),
-            fanout: broadcast::channel(FANOUT_CAPACITY).0,
+            room: std::sync::Mutex::new(room),
+            feed: Feed::new(backlog),
+            resync: std::sync::Mutex::new((u64::MAX, std::sync::Weak::<[Bytes; 0]>::new())),
             store: self.store.clone(),
             compactable,
             route: Arc::from(self.label.as_str()),
@@ -114,7 +201,7 @@ impl Registry {
             conns: AtomicUsize::new(1),
             generation: AtomicU64::new(0),
             changed,
-            stop,
+            stop: CancellationToken::new(),
         });
         if let (Some(cfg), Some(changed)) = (&config.callback, &h.changed) {
             tokio::spawn(run_callback(
@@ -124,10 +211,7 @@ impl Registry {
                 self.client.clone(),
             ));
         }
-        rooms.insert(name.to_string(), h.clone());
-        self.loaded.store(rooms.len(), Ordering::Relaxed);
-        tracing::debug!(room = name, "room loaded");
-        Ok(h)
+        h
     }
 
     /// A connection of `h` ended; the room unloads if nobody joins within `unload_after`.
@@ -147,18 +231,30 @@ impl Registry {
         });
     }
 
+    /// Unload `h` if nobody joined since `generation`: its slot is busy (joins of it wait)
+    /// while its log is compacted, then freed.
     async fn unload(&self, h: &Arc<RoomHandle>, generation: u64) {
-        let mut rooms = self.rooms.lock().await;
-        if h.conns.load(Ordering::Relaxed) != 0
-            || h.generation.load(Ordering::Relaxed) != generation
-        {
-            return; // someone joined meanwhile
-        }
-        if !rooms.get(&h.name).is_some_and(|r| Arc::ptr_eq(r, h)) {
-            return;
-        }
-        rooms.remove(&h.name);
-        self.loaded.store(rooms.len(), Ordering::Relaxed);
+        let done = {
+            let mut rooms = self.lock();
+            // Checked under the map lock, where joins count themselves.
+            if h.conns.load(Ordering::Relaxed) != 0
+                || h.generation.load(Ordering::Relaxed) != generation
+            {
+                return; // someone joined meanwhile
+            }
+            if !matches!(rooms.get(&h.name), Some(Slot::Ready(r)) if Arc::ptr_eq(r, h)) {
+                return;
+            }
+            let (tx, rx) = watch::channel(());
+            rooms.insert(h.name.clone(), Slot::Busy(rx));
+            tx
+        };
+        let _busy = BusyGuard {
+            registry: self,
+            name: &h.name,
+            _done: done,
+            armed: true,
+        };
         if let Some(store) = self.store.clone() {
             let name = h.name.clone();
             let compactable = h.compactable;
@@ -177,14 +273,23 @@ impl Registry {
         }
         h.stop.cancel();
         tracing::debug!(room = %h.name, "room unloaded");
+        // `_busy` frees the slot: the next join loads the room afresh.
     }
 
     /// Connections of each loaded room (for metrics; skipped while a join holds the lock).
     pub fn connection_counts(&self) -> Vec<usize> {
-        match self.rooms.try_lock() {
-            Ok(rooms) => rooms.values().map(|h| h.connections()).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.ready().iter().map(|h| h.connections()).collect()
+    }
+
+    /// The loaded rooms.
+    fn ready(&self) -> Vec<Arc<RoomHandle>> {
+        self.lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(h) => Some(h.clone()),
+                Slot::Busy(_) => None,
+            })
+            .collect()
     }
 
     /// The store file and its size, if the rooms persist.
@@ -240,7 +345,7 @@ impl Registry {
     }
 
     async fn expire_awareness(&self) {
-        let rooms: Vec<Arc<RoomHandle>> = self.rooms.lock().await.values().cloned().collect();
+        let rooms = self.ready();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -252,7 +357,7 @@ impl Registry {
                 .and_then(|mut r| r.expire_awareness(now, timeout));
             if let Some(frame) = removal {
                 tracing::debug!(room = %h.name, "expired awareness states");
-                let _ = h.fanout.send(Bytes::from(frame));
+                h.feed.publish(Bytes::from(frame));
             }
         }
     }

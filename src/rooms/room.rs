@@ -7,16 +7,14 @@
 //! pool, at most [`heavy_permits`] at a time: decoding and applying a 16 MiB update takes
 //! 50-500 ms, which on a runtime worker would stall every other connection of the process.
 
+use super::feed::Feed;
 use super::protocol::{Conn, Handled, Limits, Out, ProtocolError, Room};
 use super::store::RoomStore;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use tokio::sync::{Notify, Semaphore, broadcast};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
-
-/// Frames a room fans out; a subscriber this far behind is closed (1013) instead of buffering.
-pub const FANOUT_CAPACITY: usize = 256;
 /// Frames larger than this are handled on the blocking pool.
 pub const HEAVY_FRAME: usize = 64 << 10;
 /// A sync request (SyncStep1) against a document larger than this is handled there too.
@@ -40,8 +38,11 @@ pub struct RoomHandle {
     pub name: String,
     /// The document and awareness; locked only for the (synchronous) handling of one frame.
     pub room: Mutex<Room>,
-    /// Every connection of the room subscribes; broadcasts reach the sender too.
-    pub fanout: broadcast::Sender<Bytes>,
+    /// Every connection of the room reads it; broadcasts reach the sender too.
+    pub feed: Arc<Feed>,
+    /// The last whole-document resync, while some connection still sends it: connections that
+    /// fall behind at the same point share one encoding.
+    pub(super) resync: Mutex<(u64, Weak<[Bytes]>)>,
     pub(super) store: Option<Arc<dyn RoomStore>>,
     /// False when stored rows could not be applied at load: the log is then never compacted
     /// (a snapshot would drop those rows for good); they stay for an operator to look at.
@@ -80,9 +81,7 @@ impl RoomHandle {
         for o in out {
             match o {
                 Out::Reply(f) => replies.push(f),
-                Out::Broadcast(f) => {
-                    let _ = self.fanout.send(Bytes::from(f));
-                }
+                Out::Broadcast(f) => self.feed.publish(Bytes::from(f)),
                 Out::Snapshot(snapshot) => {
                     changed = true;
                     if let Some(store) = &self.store {
@@ -241,6 +240,35 @@ impl RoomHandle {
             Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
+    }
+
+    /// The document's estimated encoded size.
+    pub fn size(&self) -> u64 {
+        self.size_hint.load(Ordering::Relaxed)
+    }
+
+    /// About how many bytes answering `frame` may take: the document's size if it asks for a
+    /// sync (the answer is what the client lacks, up to all of it), else 0.
+    pub fn sync_cost(&self, frame: &[u8]) -> u64 {
+        let asks = super::wire::split(frame)
+            .is_ok_and(|m| m.iter().any(|m| matches!(m, super::wire::Msg::SyncStep1(_))));
+        if asks { self.size() } else { 0 }
+    }
+
+    /// Frames that bring a connection that fell behind the feed up to date (the whole document
+    /// and awareness), and the feed position it reads on from. Call under the room lock (see
+    /// [`RoomHandle::with`]), so that no update falls between the two.
+    pub fn resync(&self, room: &Room) -> (Arc<[Bytes]>, u64) {
+        let at = self.feed.next_seq();
+        let mut cached = self.resync.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 == at
+            && let Some(frames) = cached.1.upgrade()
+        {
+            return (frames, at);
+        }
+        let frames: Arc<[Bytes]> = room.resync().into_iter().map(Bytes::from).collect();
+        *cached = (at, Arc::downgrade(&frames));
+        (frames, at)
     }
 
     pub fn connections(&self) -> usize {

@@ -1,9 +1,12 @@
 //! The socket side of a room connection: send the welcome, then move frames between the
 //! WebSocket, the room and the room's fan-out until either side ends, under the route's guard:
-//! heartbeat pings, idle timeout, size limits (1009), message/byte rates, a bounded send queue
-//! (the fan-out: a connection that falls `FANOUT_CAPACITY` frames behind is closed with 1013) and
-//! the slow-reader timeout on every write. The WebSocket itself is `ws::conn` (no buffer held
-//! while idle); frames the fan-out has piled up for a connection go out in one write.
+//! heartbeat pings, idle timeout, size limits (1009), a time limit on an unfinished message
+//! (1008), message/byte rates and the slow-reader timeout on every write. The fan-out is the
+//! room's [`Feed`](super::feed): a connection reads it at its own pace, in batches of up to
+//! [`BATCH`] bytes per write, and one that falls behind what the feed keeps is sent the whole
+//! document instead — nobody is closed for being slower than the room. Whole-document sends
+//! wait for room in the route's `sync_budget` first. The WebSocket itself is `ws::conn` (no
+//! buffer held while idle).
 
 use super::auth::Access;
 use super::protocol::{Conn, Limits};
@@ -13,14 +16,15 @@ use crate::ws::conn::{Incoming, Io, WsConn};
 use crate::ws::frame::{OP_BINARY, OP_PING, OP_PONG};
 use crate::ws::rates::{Rates, Verdict};
 use crate::ws::relay::GuardStats;
+use super::feed::Read;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +47,8 @@ pub fn room_name(prefix: &str, path: &str, max: usize) -> Option<String> {
     Some(name)
 }
 
-/// Everything one room connection needs.
+/// Everything one room connection needs. Dropping it leaves the room (so a connection task
+/// that panics or is cancelled still counts itself out and lets the room unload).
 pub struct Session {
     pub registry: Arc<Registry>,
     pub room: Arc<RoomHandle>,
@@ -51,9 +56,23 @@ pub struct Session {
     pub guard: Arc<Guard>,
     /// The room limits of the route's settings when the connection started.
     pub limits: Limits,
+    /// How long a started message may take to arrive whole (`message_timeout`).
+    pub message_timeout: Duration,
     pub stats: Arc<GuardStats>,
     pub shutdown: CancellationToken,
 }
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.registry.leave(&self.room);
+    }
+}
+
+/// Bytes of the room's feed a connection takes per write (at least one frame).
+pub const BATCH: usize = 64 << 10;
+
+/// Whole-document sends smaller than this need no room in the `sync_budget`.
+const SMALL_SEND: u64 = 64 << 10;
 
 /// How a connection ended: the close code sent (or logged) and a short reason.
 pub type End = (u16, &'static str);
@@ -65,6 +84,23 @@ pub struct Traffic {
     pub messages_in: u64,
     pub bytes_out: u64,
     pub messages_out: u64,
+}
+
+/// A connection's awareness ids, removed from the room when it ends: by `serve` normally, or
+/// on drop if the task panicked or was cancelled first.
+struct Membership<'a> {
+    room: &'a Arc<RoomHandle>,
+    conn: Option<Conn>,
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && let Some(f) = self.room.lock().leave(&mut conn)
+        {
+            self.room.feed.publish(Bytes::from(f));
+        }
+    }
 }
 
 /// Serve one connection until it closes, the room refuses a frame, the guard ends it, or
@@ -81,17 +117,21 @@ pub fn serve(
     let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
     let mut ws = WsConn::new(io, prefix, max_frame.min(max_message), max_message);
     async move {
-        let mut conn = Conn {
-            read_only: s.access == Access::ReadOnly,
-            ..Conn::default()
+        let mut member = Membership {
+            room: &s.room,
+            conn: Some(Conn {
+                read_only: s.access == Access::ReadOnly,
+                ..Conn::default()
+            }),
         };
         let mut traffic = Traffic::default();
-        let end = run(&mut ws, s, &mut conn, &mut traffic).await;
+        let conn = member.conn.as_mut().expect("set above");
+        let end = run(&mut ws, s, conn, &mut traffic).await;
+        let mut conn = member.conn.take().expect("set above");
         let removal = s.room.with(move |r| r.leave(&mut conn)).await.flatten();
         if let Some(f) = removal {
-            let _ = s.room.fanout.send(Bytes::from(f));
+            s.room.feed.publish(Bytes::from(f));
         }
-        s.registry.leave(&s.room);
         (end, traffic)
     }
 }
@@ -101,6 +141,13 @@ fn queue_data(ws: &mut WsConn, t: &mut Traffic, f: &[u8]) {
     t.bytes_out += f.len() as u64;
     t.messages_out += 1;
     ws.queue(OP_BINARY, f);
+}
+
+/// `now + d`, or far in the future if that does not fit (no panic on overflow).
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Write what is queued, giving up on a peer that takes no bytes for `slow_reader_timeout`.
@@ -119,7 +166,7 @@ async fn flush(ws: &mut WsConn, s: &Session) -> Result<(), End> {
                 Ok(r) => r,
                 Err(_) => {
                     s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                    return Err((1008, "slow reader"));
+                    return Err((1013, "too slow for this room"));
                 }
             }
         }
@@ -127,32 +174,28 @@ async fn flush(ws: &mut WsConn, s: &Session) -> Result<(), End> {
     r.map_err(|_| (1006, "connection lost"))
 }
 
-/// Queue `first` and whatever else the fan-out already holds for this connection (at most
-/// `BATCH` frames), to go out with one write: a connection that fell behind catches up in one
-/// system call instead of one per frame. True when the receiver lagged past the fan-out's
-/// capacity (frames were lost to it: the connection must close).
-fn queue_batch(
-    ws: &mut WsConn,
-    first: Bytes,
-    fanout: &mut broadcast::Receiver<Bytes>,
-    t: &mut Traffic,
-) -> bool {
-    use tokio::sync::broadcast::error::TryRecvError;
-    const BATCH: usize = 256;
-    let mut next = Some(first);
-    let mut n = 0;
-    while let Some(f) = next.take() {
-        queue_data(ws, t, &f);
-        n += 1;
-        if n < BATCH {
-            match fanout.try_recv() {
-                Ok(f) => next = Some(f),
-                Err(TryRecvError::Lagged(_)) => return true,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => {}
+/// Room in the route's `sync_budget` for a whole-document send of about `bytes` (none needed
+/// below [`SMALL_SEND`]), waiting at most `slow_reader_timeout`: Err(end) if it never came.
+/// Boxed: the rare path.
+fn budget<'a>(
+    s: &'a Session,
+    bytes: u64,
+) -> Pin<Box<dyn Future<Output = Result<Option<SemaphorePermit<'a>>, End>> + Send + 'a>> {
+    Box::pin(async move {
+        if bytes < SMALL_SEND {
+            return Ok(None);
+        }
+        let (sem, total) = &s.registry.sync_budget;
+        // A send larger than the whole budget waits for all of it.
+        let n = bytes.min(*total).min(u32::MAX as u64) as u32;
+        match tokio::time::timeout(s.guard.slow_reader_timeout, sem.acquire_many(n)).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => {
+                s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
+                Err((1013, "server busy, try again later"))
             }
         }
-    }
-    false
+    })
 }
 
 /// Send a close frame (bounded by a short wait: the peer may be gone), half-close, and give the
@@ -177,13 +220,14 @@ fn close_with<'a>(
 /// How long a close may take to write, and then for the peer's answer.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// End the connection with `end` if a write failed.
-macro_rules! sent {
-    ($e:expr) => {
-        if let Err(end) = $e {
-            return end;
-        }
-    };
+/// The next message from the client, or `Started` once when one starts arriving (so that the
+/// loop arms the message deadline).
+fn poll_client(ws: &mut WsConn, cx: &mut Context<'_>, timing: bool) -> Poll<Event> {
+    match ws.poll_next(cx) {
+        Poll::Ready(m) => Poll::Ready(Event::Message(m)),
+        Poll::Pending if !timing && ws.message_started().is_some() => Poll::Ready(Event::Started),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// (A plain fn returning an `async move` block, like `serve`: the references are used in place
@@ -196,31 +240,43 @@ fn run<'a>(
     t: &'a mut Traffic,
 ) -> impl Future<Output = End> + Send + 'a {
     async move {
-        let mut fanout = s.room.fanout.subscribe();
+        // Subscribed before the welcome is made: nothing applied in between is missed.
+        let mut feed = s.room.feed.subscribe();
         let welcome = s.room.with(|r| r.welcome()).await.unwrap_or_default();
         for f in welcome {
             queue_data(ws, t, &f);
         }
-        sent!(flush(ws, s).await);
+        if let Err(end) = flush(ws, s).await {
+            return end;
+        }
         let g = &s.guard;
         // Boxed: most routes have no rates, and a connection's future should not carry them.
         let rates = Rates::new(g, s.stats.clone()).map(Box::new);
-        // One timer for the heartbeat, the pong deadline and the idle timeout (each connection's
-        // future stays small, and a busy room's wake-ups touch no timer). It may fire early (the idle
-        // deadline moves with every message without re-arming it): it then re-arms.
+        // One timer for the heartbeat, the pong deadline, the idle timeout and the message
+        // deadline (each connection's future stays small, and a busy room's wake-ups touch no
+        // timer). It may fire early (the idle deadline moves with every message without
+        // re-arming it): it then re-arms.
         let (mut next_ping, mut idle_at) = {
             let now = Instant::now();
             (
-                g.heartbeat_interval.map(|i| now + i),
-                g.idle_timeout.map(|d| now + d),
+                g.heartbeat_interval.map(|i| after(now, i)),
+                g.idle_timeout.map(|d| after(now, d)),
             )
         };
         let mut pong_due: Option<Instant> = None;
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // More of the feed is waiting (read it without waiting for news).
+        let mut more = false;
+        // Room in the sync budget held for what is queued, until it is written.
+        let mut _permit: Option<SemaphorePermit<'_>> = None;
         loop {
-            let due = [next_ping, pong_due, idle_at].into_iter().flatten().min();
+            let message_due = ws.message_started().map(|t| after(t, s.message_timeout));
+            let due = [next_ping, pong_due, idle_at, message_due]
+                .into_iter()
+                .flatten()
+                .min();
             if let Some(due) = due
                 && armed.is_none_or(|a| due < a)
             {
@@ -229,14 +285,21 @@ fn run<'a>(
             }
             // Wait for something, decide what to do without waiting, then do the one write or
             // close it needs: the state kept across the wait stays what an idle connection needs.
+            let timing = message_due.is_some();
             let ev = tokio::select! {
                 _ = s.shutdown.cancelled() => Event::Shutdown,
                 _ = &mut timer, if armed.is_some() => Event::Timer,
-                m = std::future::poll_fn(|cx| ws.poll_next(cx)) => Event::Message(m),
-                f = fanout.recv() => Event::Fanout(f),
+                e = std::future::poll_fn(|cx| poll_client(ws, cx, timing)) => e,
+                r = feed.changed(), if !more => match r {
+                    Ok(()) => Event::Feed,
+                    Err(_) => Event::Gone,
+                },
+                _ = std::future::ready(()), if more => Event::Feed,
             };
             let step = match ev {
                 Event::Shutdown => Step::Close(1001, "server shutting down"),
+                Event::Gone => Step::Return((1001, "room closed")),
+                Event::Started => Step::Continue,
                 Event::Timer => {
                     armed = None;
                     let now = Instant::now();
@@ -246,12 +309,15 @@ fn run<'a>(
                     } else if idle_at.is_some_and(|d| d <= now) {
                         s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
                         Step::Close(1001, "idle timeout")
+                    } else if message_due.is_some_and(|d| d <= now) {
+                        s.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
+                        Step::Close(1008, "message not completed in time")
                     } else if let (Some(at), Some(every)) = (next_ping, g.heartbeat_interval)
                         && at <= now
                     {
-                        next_ping = Some(now + every);
+                        next_ping = Some(after(now, every));
                         if pong_due.is_none() {
-                            pong_due = Some(now + g.heartbeat_timeout);
+                            pong_due = Some(after(now, g.heartbeat_timeout));
                             ws.queue(OP_PING, b"");
                             Step::Flush
                         } else {
@@ -261,9 +327,42 @@ fn run<'a>(
                         Step::Continue
                     }
                 }
+                Event::Feed => match feed.read(BATCH) {
+                    Read::Frames(frames, rest) => {
+                        more = rest;
+                        for f in &frames {
+                            queue_data(ws, t, f);
+                        }
+                        if frames.is_empty() {
+                            Step::Continue
+                        } else {
+                            Step::Flush
+                        }
+                    }
+                    // Fell behind what the room keeps: the whole document, once there is room
+                    // for it in the budget.
+                    Read::Behind => match budget(s, s.room.size()).await {
+                        Err(end) => Step::Close(end.0, end.1),
+                        Ok(p) => {
+                            _permit = p;
+                            let h = s.room.clone();
+                            match s.room.with(move |r| h.resync(r)).await {
+                                Some((frames, at)) => {
+                                    feed.resynced(at);
+                                    more = true;
+                                    for f in frames.iter() {
+                                        queue_data(ws, t, f);
+                                    }
+                                    Step::Flush
+                                }
+                                None => Step::Close(1011, "internal error"),
+                            }
+                        }
+                    },
+                },
                 Event::Message(Ok(Incoming::Binary(data))) => {
                     if let Some(d) = g.idle_timeout {
-                        idle_at = Some(Instant::now() + d);
+                        idle_at = Some(after(Instant::now(), d));
                     }
                     t.bytes_in += data.len() as u64;
                     t.messages_in += 1;
@@ -277,31 +376,16 @@ fn run<'a>(
                             if throttled {
                                 s.stats.rate_throttles.fetch_add(1, Ordering::Relaxed);
                             }
-                            let (replies, error) = match s.room.try_handle(conn, data, s.limits) {
-                                Ok(done) => done,
-                                // Boxed: the rare path; every connection's future would
-                                // otherwise carry its state.
-                                Err(data) => {
-                                    Box::pin(s.room.handle_heavy(conn, data, s.limits)).await
+                            // A sync request is answered with what the client lacks, up to the
+                            // whole document: room in the budget first.
+                            let cost = s.room.sync_cost(&data);
+                            match budget(s, cost).await {
+                                Err(end) => Step::Close(end.0, end.1),
+                                Ok(p) => {
+                                    _permit = p;
+                                    handle(ws, s, conn, t, data).await
                                 }
-                            };
-                            let mut step = Step::Continue;
-                            for f in replies {
-                                queue_data(ws, t, &f);
-                                step = Step::Flush;
                             }
-                            if let Some(e) = error {
-                                tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
-                                let why = if e.close_code() == 1009 {
-                                    s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
-                                    "document too large"
-                                } else {
-                                    s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
-                                    "invalid message"
-                                };
-                                step = Step::Close(e.close_code(), why);
-                            }
-                            step
                         }
                         Verdict::Over
                             if rates.as_ref().is_some_and(|r| r.policy == RatePolicy::Drop) =>
@@ -346,25 +430,17 @@ fn run<'a>(
                         Step::Close(code, why)
                     }
                 },
-                Event::Fanout(Ok(f)) => {
-                    if queue_batch(ws, f, &mut fanout, t) {
-                        // Too slow to keep up with the room: close rather than buffer without
-                        // bound (what was queued goes out before the close frame).
-                        s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                        Step::Close(1013, "too slow for this room")
-                    } else {
-                        Step::Flush
-                    }
-                }
-                Event::Fanout(Err(RecvError::Lagged(_))) => {
-                    s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
-                    Step::Close(1013, "too slow for this room")
-                }
-                Event::Fanout(Err(RecvError::Closed)) => Step::Return((1001, "room closed")),
             };
             match step {
                 Step::Continue => {}
-                Step::Flush => sent!(flush(ws, s).await),
+                Step::Flush => {
+                    // A slow reader's socket takes no close frame: it just ends.
+                    if let Err(end) = flush(ws, s).await {
+                        return end;
+                    }
+                    // Written: the room it held in the budget is free again.
+                    _permit = None;
+                }
                 Step::Close(code, why) => return close_with(ws, code, why).await,
                 Step::Echo => {
                     let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
@@ -376,12 +452,49 @@ fn run<'a>(
     }
 }
 
+/// Apply one binary message from the client; what to do next.
+async fn handle(
+    ws: &mut WsConn,
+    s: &Session,
+    conn: &mut Conn,
+    t: &mut Traffic,
+    data: Bytes,
+) -> Step {
+    let (replies, error) = match s.room.try_handle(conn, data, s.limits) {
+        Ok(done) => done,
+        // Boxed: the rare path; every connection's future would otherwise carry its state.
+        Err(data) => Box::pin(s.room.handle_heavy(conn, data, s.limits)).await,
+    };
+    let mut step = Step::Continue;
+    for f in replies {
+        queue_data(ws, t, &f);
+        step = Step::Flush;
+    }
+    if let Some(e) = error {
+        tracing::debug!(room = %s.room.name, error = %e, "room refused a frame");
+        let why = if e.close_code() == 1009 {
+            s.stats.too_big_closes.fetch_add(1, Ordering::Relaxed);
+            "document too large"
+        } else {
+            s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+            "invalid message"
+        };
+        step = Step::Close(e.close_code(), why);
+    }
+    step
+}
+
 /// What woke a connection up.
 enum Event {
     Shutdown,
     Timer,
     Message(Result<Incoming, crate::ws::conn::WsError>),
-    Fanout(Result<Bytes, RecvError>),
+    /// A message started arriving (its deadline is to be armed).
+    Started,
+    /// The room's feed has news (or more to read).
+    Feed,
+    /// The room's feed is gone.
+    Gone,
 }
 
 /// What a connection does about it.

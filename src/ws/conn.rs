@@ -174,6 +174,11 @@ impl Decoder {
         Ok(())
     }
 
+    /// Whether part of a frame or of a fragmented message is held (a message is under way).
+    pub fn in_message(&self) -> bool {
+        self.partial.is_some() || !self.buf.is_empty()
+    }
+
     /// How many bytes the next read should make room for.
     fn want(&self) -> usize {
         self.need.clamp(MIN_READ, MAX_READ)
@@ -256,6 +261,8 @@ pub struct WsConn {
     out: Vec<u8>,
     /// How much of `out` is already written.
     written: usize,
+    /// When the message under way (see [`Decoder::in_message`]) started arriving.
+    started: Option<tokio::time::Instant>,
 }
 
 impl WsConn {
@@ -268,6 +275,7 @@ impl WsConn {
             dec,
             out: Vec::new(),
             written: 0,
+            started: None,
         }
     }
 
@@ -277,7 +285,17 @@ impl WsConn {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, WsError>> {
         loop {
             if let Some(m) = self.dec.decode()? {
+                // A whole message or control frame arrived: the clock restarts for what follows
+                // (unless it continues a fragmented message).
+                if !self.dec.in_message() {
+                    self.started = None;
+                } else if self.dec.partial.is_none() {
+                    self.started = Some(tokio::time::Instant::now());
+                }
                 return Poll::Ready(Ok(m));
+            }
+            if self.started.is_none() && self.dec.in_message() {
+                self.started = Some(tokio::time::Instant::now());
             }
             let mut probe = [0u8; PROBE];
             let mut rb = ReadBuf::new(&mut probe);
@@ -291,6 +309,12 @@ impl WsConn {
             }
             self.dec.extend(rb.filled());
         }
+    }
+
+    /// When the message (or frame) the client is in the middle of sending started arriving;
+    /// None between messages.
+    pub fn message_started(&self) -> Option<tokio::time::Instant> {
+        self.started
     }
 
     /// The next message. Cancel-safe: bytes read stay in the decoder.
