@@ -158,8 +158,10 @@ impl Admission {
         let mut route_new: Vec<Option<Keyed>> = (0..n).map(|_| None).collect();
         let mut route_concurrent = vec![None; n];
         for r in &config.routes {
-            route_new[r.index] = r.guard.new_per_ip.map(keyed);
-            route_concurrent[r.index] = r.guard.concurrent_per_ip;
+            let hosted = matches!(r.action, crate::config::RouteAction::Rooms(_));
+            let (new, concurrent) = r.guard.per_ip(hosted);
+            route_new[r.index] = new.map(keyed);
+            route_concurrent[r.index] = concurrent;
         }
         Admission {
             global_new: config.limits.new_per_ip.map(keyed),

@@ -70,6 +70,38 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// A per-IP admission limit as the config left it: unset (the route kind's default applies),
+/// switched off with 0, or set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerIp<T> {
+    Unset,
+    Off,
+    On(T),
+}
+
+impl<T> PerIp<T> {
+    /// The limit in force: `default` when the config left it unset.
+    pub fn or(self, default: Option<T>) -> Option<T> {
+        match self {
+            PerIp::Unset => default,
+            PerIp::Off => None,
+            PerIp::On(v) => Some(v),
+        }
+    }
+}
+
+/// Per-IP defaults of hosted (rooms) routes, where wsedge itself does the work per connection
+/// (proxied routes get none: the upstream decides). A user with a few tabs of a few documents,
+/// or a small office behind one NAT, stays well under 64 open sockets; 20 handshakes a second
+/// with a burst of 40 lets every provider of a page reconnect at once after a network blip, while
+/// one address can no longer open thousands of rooms (each may pin up to `max_message`) or flood
+/// the auth endpoint. Set a field to 0 to switch its default off.
+pub const HOSTED_NEW_PER_IP: Rate = Rate {
+    per_sec: 20,
+    burst: 40,
+};
+pub const HOSTED_CONCURRENT_PER_IP: u32 = 64;
+
 /// The guard every WebSocket of a route gets. `None`/zero means "off".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
@@ -91,10 +123,10 @@ pub struct Guard {
     /// A peer that accepts no bytes for this long while we have some for it is closed (1008):
     /// a slow reader never makes wsedge buffer more (default 30 s).
     pub slow_reader_timeout: Duration,
-    /// New WebSocket handshakes per client IP (429 with Retry-After above).
-    pub new_per_ip: Option<Rate>,
-    /// Open WebSockets per client IP on this route (429 above).
-    pub concurrent_per_ip: Option<u32>,
+    /// New WebSocket handshakes per client IP (429 with Retry-After above); see [`Guard::per_ip`].
+    pub new_per_ip: PerIp<Rate>,
+    /// Open WebSockets per client IP on this route (429 above); see [`Guard::per_ip`].
+    pub concurrent_per_ip: PerIp<u32>,
 }
 
 impl Guard {
@@ -181,9 +213,27 @@ impl Guard {
             bytes: bytes_rate(r.bytes_per_sec, r.bytes_burst)?,
             rate_policy: r.rate_policy.unwrap_or(RatePolicy::Close),
             slow_reader_timeout: slow,
-            new_per_ip: rate(r.new_per_ip_per_sec, r.new_per_ip_burst, "new_per_ip_burst")?,
-            concurrent_per_ip: r.concurrent_per_ip.filter(|c| *c > 0),
+            new_per_ip: match rate(r.new_per_ip_per_sec, r.new_per_ip_burst, "new_per_ip_burst")? {
+                Some(rate) => PerIp::On(rate),
+                None if r.new_per_ip_per_sec.is_none() => PerIp::Unset,
+                None => PerIp::Off,
+            },
+            concurrent_per_ip: match r.concurrent_per_ip {
+                None => PerIp::Unset,
+                Some(0) => PerIp::Off,
+                Some(c) => PerIp::On(c),
+            },
         })
+    }
+
+    /// The per-IP handshake rate and open-socket cap in force: as configured, or where unset the
+    /// hosted defaults for a rooms route (`hosted`) and none for a proxied one.
+    pub fn per_ip(&self, hosted: bool) -> (Option<Rate>, Option<u32>) {
+        (
+            self.new_per_ip.or(hosted.then_some(HOSTED_NEW_PER_IP)),
+            self.concurrent_per_ip
+                .or(hosted.then_some(HOSTED_CONCURRENT_PER_IP)),
+        )
     }
 }
 
@@ -364,5 +414,38 @@ mod tests {
         assert_eq!(d.heartbeat_interval, Some(Duration::from_secs(30)));
         assert_eq!(d.heartbeat_timeout, Duration::from_secs(10));
         assert_eq!(d.rate_policy, RatePolicy::Close);
+    }
+
+    #[test]
+    fn hosted_routes_get_per_ip_defaults_that_0_switches_off() {
+        let d = Guard::default();
+        assert_eq!(d.per_ip(false), (None, None), "proxied routes: none");
+        assert_eq!(
+            d.per_ip(true),
+            (Some(HOSTED_NEW_PER_IP), Some(HOSTED_CONCURRENT_PER_IP))
+        );
+        let off = Guard::from_raw(&RawGuard {
+            new_per_ip_per_sec: Some(0),
+            concurrent_per_ip: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            off.per_ip(true),
+            (None, None),
+            "0 switches the defaults off"
+        );
+        let set = Guard::from_raw(&RawGuard {
+            new_per_ip_per_sec: Some(5),
+            concurrent_per_ip: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+        let five = Some(Rate {
+            per_sec: 5,
+            burst: 5,
+        });
+        assert_eq!(set.per_ip(true), (five, Some(7)));
+        assert_eq!(set.per_ip(false), (five, Some(7)));
     }
 }

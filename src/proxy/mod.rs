@@ -610,9 +610,9 @@ impl AccessLog {
     }
 }
 
-/// Accept a WebSocket for a hosted room: check the origin and the client's credentials, then
-/// answer the 101 ourselves and serve the room in a tracked task. Anything but a WebSocket
-/// upgrade gets 426; refusals (401/403) happen before the upgrade and are logged.
+/// Accept a WebSocket for a hosted room: check the origin, admit the client (429/503), check its
+/// credentials, then answer the 101 ourselves and serve the room in a tracked task. Anything but
+/// a WebSocket upgrade gets 426; refusals (401/403) happen before the upgrade and are logged.
 async fn rooms_upgrade(
     ctx: &Ctx<'_>,
     mut req: Request<Incoming>,
@@ -659,29 +659,33 @@ async fn rooms_upgrade(
         .state
         .admission
         .client_ip(ctx.conn.peer.ip(), req.headers());
-    let access = match auth::check_origin(&rooms.allowed_origins, req.headers()) {
-        Err(d) => Err(d),
-        Ok(()) => match &rooms.auth {
-            RoomAuth::None => Ok(auth::Access::ReadWrite),
-            RoomAuth::Jwt(cfg) => match auth::find_token(cfg, req.uri().query(), req.headers()) {
-                None => Err(auth::Denied::Unauthorized("no token".into())),
-                Some(token) => auth::verify_jwt(cfg, &token, &name),
-            },
-            RoomAuth::Forward(cfg) => {
-                let uri = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string();
-                auth::forward(&registry.client, cfg, req.headers(), &uri, client_ip, &name).await
-            }
-        },
-    };
-    let access = access.map_err(|d| {
+    let refused = |d: auth::Denied| {
         tracing::info!(client = %client_ip, room = %name, status = d.status().as_u16(), reason = %d, "room access refused");
         ProxyError::Access(d)
-    })?;
+    };
+    // The origin check is a string compare: a foreign page is refused before it uses up the
+    // client's handshake budget.
+    auth::check_origin(&rooms.allowed_origins, req.headers()).map_err(refused)?;
+    // Admission (per-IP handshake rate, open-socket caps) before any auth work, as on proxied
+    // routes: a refused client costs the auth endpoint and the JWT path nothing. The permit is
+    // held for the connection's life; a refusal below drops it.
     let permit = ctx.admit(req.headers())?;
+    let access = match &rooms.auth {
+        RoomAuth::None => Ok(auth::Access::ReadWrite),
+        RoomAuth::Jwt(cfg) => match auth::find_token(cfg, req.uri().query(), req.headers()) {
+            None => Err(auth::Denied::Unauthorized("no token".into())),
+            Some(token) => auth::verify_jwt(cfg, &token, &name),
+        },
+        RoomAuth::Forward(cfg) => {
+            let uri = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            auth::forward(&registry.client, cfg, req.headers(), &uri, client_ip, &name).await
+        }
+    };
+    let access = access.map_err(refused)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let room = registry
         .join(&name)

@@ -175,13 +175,14 @@ pub fn http_client() -> HttpClient {
         .build(conn)
 }
 
-/// Headers the auth endpoint sees: the client's credentials and where it was going.
-const FORWARDED: [header::HeaderName; 5] = [
+/// Headers the auth endpoint sees: the client's credentials. Not `Host`: the endpoint gets its
+/// own authority (set by the client from the URL) so a client cannot pick which name-based
+/// virtual host answers; the client's `Host` goes in `X-Forwarded-Host`.
+const FORWARDED: [header::HeaderName; 4] = [
     header::COOKIE,
     header::AUTHORIZATION,
     header::ORIGIN,
     header::USER_AGENT,
-    header::HOST,
 ];
 
 /// Ask the forward-auth endpoint: 2xx admits (read-only if it answers
@@ -211,6 +212,9 @@ pub async fn forward(
     set(h, "x-original-uri", original_uri);
     set(h, "x-original-method", "GET");
     set(h, "x-forwarded-for", &client_ip.to_canonical().to_string());
+    if let Some(host) = headers.get(header::HOST) {
+        h.insert("x-forwarded-host", host.clone());
+    }
     let room_enc =
         percent_encoding::utf8_percent_encode(room, percent_encoding::NON_ALPHANUMERIC).to_string();
     set(h, "x-wsedge-room", &room_enc);
