@@ -13,6 +13,8 @@ pub struct Faulty {
     inner: RedbStore,
     pub fail_load: AtomicBool,
     pub fail_flush: AtomicBool,
+    /// A room whose load takes this long (to show that other joins do not wait for it).
+    pub slow_load: Mutex<Option<(String, std::time::Duration)>>,
     /// Updates appended per room since its last replace.
     since_replace: Mutex<HashMap<String, Vec<Vec<u8>>>>,
     pub replaces: AtomicUsize,
@@ -41,6 +43,7 @@ pub fn opener() -> (wsedge::proxy::OpenStore, Slot) {
             inner: RedbStore::open(path)?,
             fail_load: AtomicBool::new(false),
             fail_flush: AtomicBool::new(false),
+            slow_load: Mutex::default(),
             since_replace: Mutex::default(),
             replaces: AtomicUsize::new(0),
             violations: AtomicUsize::new(0),
@@ -59,6 +62,12 @@ impl RoomStore for Faulty {
     fn load(&self, room: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         if self.fail_load.load(Ordering::SeqCst) {
             return Err(self.fault("load"));
+        }
+        let slow = self.slow_load.lock().unwrap().clone();
+        if let Some((name, delay)) = slow
+            && name == room
+        {
+            std::thread::sleep(delay);
         }
         self.inner.load(room)
     }
