@@ -3,7 +3,7 @@
 //! (`YPERSISTENCE`, `CALLBACK_*`) are honoured as defaults for what the file leaves out.
 
 use super::Env;
-use super::units::{ConfDuration, ConfSize, parse_duration};
+use super::units::{ConfDuration, ConfSize, bounded, parse_duration};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -378,16 +378,16 @@ fn callback(raw: Option<&RawCallback>, env: &dyn Env) -> Result<Option<Callback>
         }
         match env.var(var) {
             // y-websocket-server reads these as milliseconds.
+            // Both forms get the config's one-year bound.
             Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) => Duration::from_millis(n),
-                Err(_) => match parse_duration(&v) {
-                    Ok(d) => d,
-                    Err(why) => {
-                        bad.push((format!("env {var}"), why));
-                        Duration::ZERO
-                    }
-                },
-            },
+                Ok(n) => bounded(Duration::from_millis(n), &format!("{n}ms")),
+                Err(_) => parse_duration(&v),
+            }
+            .unwrap_or_else(|why| {
+                bad.push((format!("env {var}"), why));
+                // The default stands in, so no second, made-up problem follows from this one.
+                Duration::from_millis(default)
+            }),
             None => Duration::from_millis(default),
         }
     };
@@ -499,6 +499,16 @@ mod tests {
         .into();
         let e = validate(&raw(""), &bad).unwrap_err();
         assert_eq!(e[0].0, "callback.objects.t");
+        // Milliseconds from the environment get the same one-year bound as the file.
+        let huge: HashMap<&str, &str> = [
+            ("CALLBACK_URL", "http://127.0.0.1:5000/cb"),
+            ("CALLBACK_DEBOUNCE_WAIT", "18446744073709551615"),
+        ]
+        .into();
+        let e = validate(&raw(""), &huge).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "env CALLBACK_DEBOUNCE_WAIT");
+        assert!(e[0].1.contains("longer than a year"), "{e:?}");
     }
 
     #[test]
