@@ -10,6 +10,7 @@
 //!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in;
 //!   `ws::conn`, the server end of WebSockets wsedge terminates itself (rooms): message
 //!   decoding without a buffer held while idle.
+//! - [`clock`]: timer deadlines built with saturating arithmetic (no `Instant + Duration` panic).
 //! - [`limits`]: WebSocket admission (handshake rates, per-IP and total caps, client IP from
 //!   trusted proxies).
 //! - [`rooms`]: hosted Yjs rooms: `wire` pre-validates every payload (bounded nesting and
@@ -35,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

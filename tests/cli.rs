@@ -100,6 +100,67 @@ fn check_lists_every_problem_with_field_and_line() {
     );
 }
 
+/// Integers and strings share the one-year bound (an integer past it used to pass `check` and
+/// then panic every WebSocket at `Instant + Duration`).
+#[test]
+fn check_refuses_durations_past_a_year_as_integers_or_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.toml");
+    let check = |config: &str| {
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{config}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let route = "[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\n";
+    let err = check(&format!(
+        "[guard]\nidle_timeout = 9223372036854775807\n\n{route}"
+    ));
+    assert!(
+        err.contains(
+            "long.toml:2: guard.idle_timeout: invalid duration 9223372036854775807: longer than a year"
+        ),
+        "{err}"
+    );
+    let err = check(&format!(
+        "{route}guard = {{ idle_timeout = 9223372036854775807 }}\n"
+    ));
+    assert!(
+        err.contains(
+            "route[0].guard.idle_timeout: invalid duration 9223372036854775807: longer than a year"
+        ),
+        "{err}"
+    );
+    let err = check(&format!("[guard]\nidle_timeout = \"366d\"\n\n{route}"));
+    assert!(
+        err.contains("guard.idle_timeout: invalid duration \"366d\": longer than a year"),
+        "{err}"
+    );
+    let err = check(&format!("[server]\nshutdown_grace = 31536001\n\n{route}"));
+    assert!(
+        err.contains("server.shutdown_grace: invalid duration 31536001: longer than a year"),
+        "{err}"
+    );
+    // A year is still fine, in either form.
+    for year in ["31536000", "\"365d\""] {
+        std::fs::write(&path, format!("[guard]\nidle_timeout = {year}\n\n{route}")).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{year}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -302,6 +302,9 @@ impl Cidr {
     }
 }
 
+/// The longest TCP keepalive idle time Linux accepts (`MAX_TCP_KEEPIDLE`, in seconds).
+pub const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32_767);
+
 /// Connection admission, for every listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -338,6 +341,19 @@ impl Limits {
         if handshake_timeout.is_zero() {
             return Err(("handshake_timeout".into(), "must be greater than 0".into()));
         }
+        // Linux takes the keepalive idle time in whole seconds, 1..=32767 (MAX_TCP_KEEPIDLE);
+        // outside that the socket option fails and the kernel's default (2 h) would apply.
+        let tcp_keepalive = match r.tcp_keepalive {
+            None => Some(Duration::from_secs(60)),
+            Some(d) if d.0.is_zero() => None,
+            Some(d) if d.0 < Duration::from_secs(1) || d.0 > MAX_TCP_KEEPALIVE => {
+                return Err((
+                    "tcp_keepalive".into(),
+                    "must be 0 (off) or between 1s and 32767s (Linux's range for the keepalive idle time)".into(),
+                ));
+            }
+            Some(d) => Some(d.0),
+        };
         let new_per_ip = r.new_per_ip_per_sec.filter(|p| *p > 0).map(|p| Rate {
             per_sec: p,
             burst: r.new_per_ip_burst.unwrap_or(p).max(1),
@@ -345,11 +361,7 @@ impl Limits {
         Ok(Limits {
             handshake_timeout,
             max_header_size: max_header_size.min(u32::MAX as u64) as usize,
-            tcp_keepalive: match r.tcp_keepalive {
-                None => Some(Duration::from_secs(60)),
-                Some(d) if d.0.is_zero() => None,
-                Some(d) => Some(d.0),
-            },
+            tcp_keepalive,
             trusted_proxies: trusted,
             new_per_ip,
             concurrent_per_ip: r.concurrent_per_ip.filter(|c| *c > 0),
@@ -447,5 +459,22 @@ mod tests {
         });
         assert_eq!(set.per_ip(true), (five, Some(7)));
         assert_eq!(set.per_ip(false), (five, Some(7)));
+    }
+
+    #[test]
+    fn tcp_keepalive_within_what_linux_accepts() {
+        let limits = |d: u64| {
+            Limits::from_raw(&RawLimits {
+                tcp_keepalive: Some(ConfDuration(Duration::from_millis(d))),
+                ..Default::default()
+            })
+        };
+        assert_eq!(limits(0).unwrap().tcp_keepalive, None, "0 is off");
+        assert_eq!(
+            limits(32_767_000).unwrap().tcp_keepalive,
+            Some(MAX_TCP_KEEPALIVE)
+        );
+        assert_eq!(limits(32_768_000).unwrap_err().0, "tcp_keepalive");
+        assert_eq!(limits(500).unwrap_err().0, "tcp_keepalive");
     }
 }

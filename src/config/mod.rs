@@ -2,6 +2,7 @@
 //! collected with its field path and line) -> a frozen, typed [`Config`]. `wsedge check` and
 //! `wsedge run` both go through [`Config::load`], so what `check` accepts is what `run` serves.
 
+pub mod auth;
 pub mod guard;
 mod raw;
 pub mod rooms;

@@ -1,9 +1,11 @@
 //! `route.rooms`: hosted Yjs rooms — where they persist, when they unload, who may join, and the
 //! y-websocket-server compatible HTTP callback. y-websocket-server's environment variables
 //! (`YPERSISTENCE`, `CALLBACK_*`) are honoured as defaults for what the file leaves out.
+//! `auth` has its own file, [`super::auth`]; its types are re-exported here.
 
 use super::Env;
-use super::units::{ConfDuration, ConfSize, parse_duration};
+pub use super::auth::{ForwardAuth, JwtAuth, JwtKey, RawAuth, RoomAuth};
+use super::units::{ConfDuration, ConfSize, bounded, parse_duration};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,22 +28,6 @@ pub struct RawRooms {
     pub allowed_origins: Option<Vec<String>>,
     pub auth: Option<RawAuth>,
     pub callback: Option<RawCallback>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    /// `none`, `jwt` or `forward`.
-    pub mode: String,
-    // jwt
-    pub secret: Option<String>,
-    pub public_key: Option<PathBuf>,
-    pub algorithm: Option<String>,
-    pub query: Option<String>,
-    pub cookie: Option<String>,
-    // forward
-    pub url: Option<String>,
-    pub timeout: Option<ConfDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -115,37 +101,6 @@ impl Default for RoomsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomAuth {
-    None,
-    Jwt(JwtAuth),
-    Forward(ForwardAuth),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtAuth {
-    pub key: JwtKey,
-    /// Query parameter holding the token (y-websocket's `params`; default `token`).
-    pub query: String,
-    /// Cookie holding the token, if any.
-    pub cookie: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwtKey {
-    /// HS256 shared secret.
-    Secret(Vec<u8>),
-    /// PEM public key (RS256/RS384/RS512/PS*/ES256/ES384/EdDSA) read at load time.
-    Public { algorithm: String, pem: Vec<u8> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardAuth {
-    /// `http://host:port/path` asked with the upgrade request's headers (like `auth_request`).
-    pub url: http::Uri,
-    pub timeout: Duration,
-}
-
 /// y-websocket-server's document callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback {
@@ -161,9 +116,6 @@ pub struct Callback {
 pub const DEFAULT_MAX_DOCUMENT: u64 = 32 << 20;
 
 pub const CALLBACK_TYPES: [&str; 5] = ["Text", "Map", "Array", "XmlFragment", "XmlElement"];
-const JWT_PUBLIC_ALGS: [&str; 9] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
 
 /// A problem: (field below `route[i].rooms`, reason).
 type Bad = (String, String);
@@ -262,7 +214,7 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
         }
     }
     if let Some(a) = &raw.auth {
-        match auth(a) {
+        match super::auth::validate(a) {
             Ok(a) => c.auth = a,
             Err(e) => bad.push(e),
         }
@@ -292,7 +244,7 @@ fn normalise_origin(o: &str) -> Result<String, String> {
     }
 }
 
-fn http_url(field: &str, s: &str) -> Result<http::Uri, Bad> {
+pub(super) fn http_url(field: &str, s: &str) -> Result<http::Uri, Bad> {
     let uri: http::Uri = s
         .parse()
         .map_err(|e| (field.to_string(), format!("{s:?} is not a URL: {e}")))?;
@@ -303,105 +255,6 @@ fn http_url(field: &str, s: &str) -> Result<http::Uri, Bad> {
         ));
     }
     Ok(uri)
-}
-
-fn auth(a: &RawAuth) -> Result<RoomAuth, Bad> {
-    let only = |allowed: &[&str]| -> Result<(), Bad> {
-        let set = [
-            ("secret", a.secret.is_some()),
-            ("public_key", a.public_key.is_some()),
-            ("algorithm", a.algorithm.is_some()),
-            ("query", a.query.is_some()),
-            ("cookie", a.cookie.is_some()),
-            ("url", a.url.is_some()),
-            ("timeout", a.timeout.is_some()),
-        ];
-        match set.iter().find(|(k, on)| *on && !allowed.contains(k)) {
-            Some((k, _)) => Err((
-                format!("auth.{k}"),
-                format!("not used with mode = {:?}", a.mode),
-            )),
-            None => Ok(()),
-        }
-    };
-    match a.mode.as_str() {
-        "none" => {
-            only(&[])?;
-            Ok(RoomAuth::None)
-        }
-        "jwt" => {
-            only(&["secret", "public_key", "algorithm", "query", "cookie"])?;
-            let key = match (&a.secret, &a.public_key) {
-                (Some(s), None) => {
-                    if s.len() < 32 {
-                        return Err((
-                            "auth.secret".into(),
-                            "an HS256 secret needs at least 32 bytes".into(),
-                        ));
-                    }
-                    if a.algorithm.as_deref().is_some_and(|alg| alg != "HS256") {
-                        return Err((
-                            "auth.algorithm".into(),
-                            "a secret means HS256; use public_key for other algorithms".into(),
-                        ));
-                    }
-                    JwtKey::Secret(s.as_bytes().to_vec())
-                }
-                (None, Some(path)) => {
-                    let algorithm = a.algorithm.clone().unwrap_or_else(|| "RS256".into());
-                    if !JWT_PUBLIC_ALGS.contains(&algorithm.as_str()) {
-                        return Err((
-                            "auth.algorithm".into(),
-                            format!("{algorithm:?}: expected one of {JWT_PUBLIC_ALGS:?}"),
-                        ));
-                    }
-                    let pem = std::fs::read(path).map_err(|e| {
-                        (
-                            "auth.public_key".to_string(),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
-                    crate::rooms::auth::check_public_key(&algorithm, &pem).map_err(|why| {
-                        (
-                            "auth.public_key".to_string(),
-                            format!("{}: {why}", path.display()),
-                        )
-                    })?;
-                    JwtKey::Public { algorithm, pem }
-                }
-                _ => {
-                    return Err((
-                        "auth".into(),
-                        "mode = \"jwt\" needs exactly one of secret (HS256) or public_key".into(),
-                    ));
-                }
-            };
-            let query = a.query.clone().unwrap_or_else(|| "token".into());
-            if query.is_empty() {
-                return Err(("auth.query".into(), "must not be empty".into()));
-            }
-            Ok(RoomAuth::Jwt(JwtAuth {
-                key,
-                query,
-                cookie: a.cookie.clone().filter(|c| !c.is_empty()),
-            }))
-        }
-        "forward" => {
-            only(&["url", "timeout"])?;
-            let url = a.url.as_deref().ok_or((
-                "auth.url".to_string(),
-                "mode = \"forward\" needs the URL of the auth endpoint".to_string(),
-            ))?;
-            Ok(RoomAuth::Forward(ForwardAuth {
-                url: http_url("auth.url", url)?,
-                timeout: a.timeout.map_or(Duration::from_secs(5), |d| d.0),
-            }))
-        }
-        other => Err((
-            "auth.mode".into(),
-            format!("{other:?}: expected \"none\", \"jwt\" or \"forward\""),
-        )),
-    }
 }
 
 /// The callback from TOML, with y-websocket-server's `CALLBACK_*` variables filling what the file
@@ -429,16 +282,16 @@ fn callback(raw: Option<&RawCallback>, env: &dyn Env) -> Result<Option<Callback>
         }
         match env.var(var) {
             // y-websocket-server reads these as milliseconds.
+            // Both forms get the config's one-year bound.
             Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) => Duration::from_millis(n),
-                Err(_) => match parse_duration(&v) {
-                    Ok(d) => d,
-                    Err(why) => {
-                        bad.push((format!("env {var}"), why));
-                        Duration::ZERO
-                    }
-                },
-            },
+                Ok(n) => bounded(Duration::from_millis(n), &format!("{n}ms")),
+                Err(_) => parse_duration(&v),
+            }
+            .unwrap_or_else(|why| {
+                bad.push((format!("env {var}"), why));
+                // The default stands in, so no second, made-up problem follows from this one.
+                Duration::from_millis(default)
+            }),
             None => Duration::from_millis(default),
         }
     };
@@ -550,6 +403,16 @@ mod tests {
         .into();
         let e = validate(&raw(""), &bad).unwrap_err();
         assert_eq!(e[0].0, "callback.objects.t");
+        // Milliseconds from the environment get the same one-year bound as the file.
+        let huge: HashMap<&str, &str> = [
+            ("CALLBACK_URL", "http://127.0.0.1:5000/cb"),
+            ("CALLBACK_DEBOUNCE_WAIT", "18446744073709551615"),
+        ]
+        .into();
+        let e = validate(&raw(""), &huge).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "env CALLBACK_DEBOUNCE_WAIT");
+        assert!(e[0].1.contains("longer than a year"), "{e:?}");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Human units in the config file: durations (`"500ms"`, `"10s"`, `"5m"`, or a number of seconds)
 //! and byte sizes (`"64KiB"`, `"10MB"`, or a number of bytes). Parsing is pure so it is unit-tested.
+//!
+//! Every duration, written as a string or as a number, goes through [`bounded`]: nothing longer
+//! than [`MAX_DURATION`] reaches a timer, so `check` refuses what `run` could not use.
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -11,6 +14,19 @@ pub struct ConfDuration(pub Duration);
 /// A byte count as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfSize(pub u64);
+
+/// The longest duration the config accepts in any form (string, integer, environment variable):
+/// a year is longer than any timeout or interval means, and keeps every timer far from the
+/// clock's range.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The one bound check for durations: `shown` is the value as written, for the message.
+pub fn bounded(d: Duration, shown: &str) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("invalid duration {shown}: longer than a year"));
+    }
+    Ok(d)
+}
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -33,10 +49,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !secs.is_finite() || secs > 365.0 * 86400.0 {
-        return Err(format!("invalid duration {s:?}: longer than a year"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    let shown = format!("{s:?}");
+    // Out of `Duration`'s range (or not finite) is longer than a year too.
+    let d = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+    bounded(d, &shown)
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -78,7 +94,9 @@ impl<'de> Deserialize<'de> for ConfDuration {
         match NumOrStr::deserialize(d).map_err(|_| {
             serde::de::Error::custom("expected a duration such as \"10s\" or a number of seconds")
         })? {
-            NumOrStr::Num(n) if n >= 0 => Ok(ConfDuration(Duration::from_secs(n as u64))),
+            NumOrStr::Num(n) if n >= 0 => bounded(Duration::from_secs(n as u64), &n.to_string())
+                .map(ConfDuration)
+                .map_err(serde::de::Error::custom),
             NumOrStr::Num(n) => Err(serde::de::Error::custom(format!(
                 "invalid duration {n}: must not be negative"
             ))),
@@ -119,6 +137,47 @@ mod tests {
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("400d").is_err());
+    }
+
+    fn conf_duration(toml_value: &str) -> Result<Duration, String> {
+        #[derive(Deserialize)]
+        struct T {
+            d: ConfDuration,
+        }
+        toml::from_str::<T>(&format!("d = {toml_value}"))
+            .map(|t| t.d.0)
+            .map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn strings_and_integers_share_the_one_year_bound() {
+        assert_eq!(conf_duration("31536000"), Ok(MAX_DURATION));
+        assert_eq!(conf_duration("\"365d\""), Ok(MAX_DURATION));
+        assert_eq!(conf_duration("\"8760h\""), Ok(MAX_DURATION));
+        assert_eq!(
+            conf_duration("31536001"),
+            Err("invalid duration 31536001: longer than a year".into())
+        );
+        assert_eq!(
+            conf_duration("\"31536001\""),
+            Err("invalid duration \"31536001\": longer than a year".into())
+        );
+        assert_eq!(
+            conf_duration("9223372036854775807"),
+            Err("invalid duration 9223372036854775807: longer than a year".into())
+        );
+        assert!(
+            conf_duration("\"99999999999999999999999999d\"")
+                .unwrap_err()
+                .contains("longer than a year"),
+            "past Duration's range: refused, not a panic"
+        );
+        assert!(
+            conf_duration("-1")
+                .unwrap_err()
+                .contains("must not be negative")
+        );
+        assert_eq!(conf_duration("0"), Ok(Duration::ZERO));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Who may open a room socket, decided before the upgrade: the `allowed_origins` check, signed
 //! tokens (JWT) and `forward` auth (an HTTP endpoint asked like nginx's `auth_request`).
 //!
-//! Token claims: `exp` (required), `rooms` (list of room names; a trailing `*` makes a prefix
-//! pattern, `"*"` alone is every room) and `access` (`"rw"`, the default, or `"ro"`).
+//! Token claims: `exp` (required), `nbf` (checked when present), `rooms` (list of room names; a
+//! trailing `*` makes a prefix pattern, `"*"` alone is every room), `access` (`"rw"`, the default,
+//! or `"ro"`), and `aud` / `iss` (required and matched when the route sets `audience` / `issuer`).
 
 use crate::config::rooms::{ForwardAuth, JwtAuth, JwtKey};
 use bytes::Bytes;
@@ -135,7 +136,8 @@ pub fn check_public_key(algorithm: &str, pem: &[u8]) -> Result<(), String> {
     decoding_key(algorithm, pem).map(|_| ())
 }
 
-/// Verify a token for `room`: signature, expiry (no leeway beyond 30 s), the room claim.
+/// Verify a token for `room`: signature, `exp` and `nbf` (30 s leeway for clock skew), `aud` and
+/// `iss` when the route names them, the room claim.
 pub fn verify_jwt(cfg: &JwtAuth, token: &str, room: &str) -> Result<Access, Denied> {
     let (key, alg) = match &cfg.key {
         JwtKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256),
@@ -143,9 +145,7 @@ pub fn verify_jwt(cfg: &JwtAuth, token: &str, room: &str) -> Result<Access, Deni
             decoding_key(algorithm, pem).map_err(|e| Denied::Unavailable(e, false))?
         }
     };
-    let mut validation = Validation::new(alg);
-    validation.leeway = 30;
-    validation.validate_aud = false;
+    let validation = validation(cfg, alg);
     let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
         .map_err(|e| Denied::Unauthorized(format!("token refused: {e}")))?;
     let claims = data.claims;
@@ -161,6 +161,26 @@ pub fn verify_jwt(cfg: &JwtAuth, token: &str, room: &str) -> Result<Access, Deni
             "token has unknown access {other:?} (expected \"rw\" or \"ro\")"
         ))),
     }
+}
+
+/// What jsonwebtoken checks besides the signature. A claim the route names is also required:
+/// the library matches `aud`/`iss` only when the token carries them.
+fn validation(cfg: &JwtAuth, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = 30;
+    v.validate_nbf = true;
+    if cfg.audience.is_empty() {
+        // No audience configured: a token's `aud` is not looked at (as before the option existed).
+        v.validate_aud = false;
+    } else {
+        v.set_audience(&cfg.audience);
+        v.required_spec_claims.insert("aud".into());
+    }
+    if !cfg.issuer.is_empty() {
+        v.set_issuer(&cfg.issuer);
+        v.required_spec_claims.insert("iss".into());
+    }
+    v
 }
 
 /// The client the rooms use for forward auth and callbacks.
@@ -260,6 +280,8 @@ mod tests {
             key: JwtKey::Secret(SECRET.to_vec()),
             query: "token".into(),
             cookie: Some("yjs".into()),
+            audience: Vec::new(),
+            issuer: Vec::new(),
         }
     }
 
@@ -319,6 +341,113 @@ mod tests {
             verify_jwt(&c, "not.a.jwt", "a"),
             Err(Denied::Unauthorized(_))
         ));
+    }
+
+    fn refused(c: &JwtAuth, claims: serde_json::Value) -> bool {
+        matches!(
+            verify_jwt(c, &token(claims, SECRET), "a"),
+            Err(Denied::Unauthorized(_))
+        )
+    }
+
+    #[test]
+    fn not_before_is_checked_with_the_same_leeway() {
+        let c = cfg();
+        let ok = |nbf: serde_json::Value| {
+            !refused(
+                &c,
+                serde_json::json!({"exp": exp(600), "nbf": nbf, "rooms": ["*"]}),
+            )
+        };
+        assert!(!ok(exp(3600).into()), "nbf an hour ahead: refused");
+        assert!(!ok(exp(60).into()), "nbf past the 30 s leeway: refused");
+        assert!(ok(exp(10).into()), "within the leeway (clock skew)");
+        assert!(ok(exp(-60).into()), "nbf in the past");
+        assert!(
+            !ok(serde_json::json!("tomorrow")),
+            "a malformed nbf is refused, not ignored"
+        );
+        assert!(
+            !refused(&c, serde_json::json!({"exp": exp(600), "rooms": ["*"]})),
+            "nbf is optional"
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer_when_configured() {
+        let open = cfg();
+        let claims = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"exp": exp(600), "rooms": ["*"]});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            c
+        };
+        // Not configured: aud and iss are ignored, whatever they say (today's behaviour).
+        assert!(!refused(
+            &open,
+            claims(serde_json::json!({"aud": "other", "iss": "x"}))
+        ));
+        assert!(!refused(&open, claims(serde_json::json!({}))));
+
+        let strict = JwtAuth {
+            audience: vec!["collab".into(), "docs".into()],
+            issuer: vec!["https://id.example.com".into()],
+            ..cfg()
+        };
+        let iss = "https://id.example.com";
+        assert!(!refused(
+            &strict,
+            claims(serde_json::json!({"aud": "collab", "iss": iss}))
+        ));
+        assert!(
+            !refused(
+                &strict,
+                claims(serde_json::json!({"aud": ["billing", "docs"], "iss": iss}))
+            ),
+            "one of the token's audiences is enough"
+        );
+        assert!(
+            refused(
+                &strict,
+                claims(serde_json::json!({"aud": "billing", "iss": iss}))
+            ),
+            "wrong aud"
+        );
+        assert!(
+            refused(&strict, claims(serde_json::json!({"aud": [], "iss": iss}))),
+            "empty aud"
+        );
+        assert!(
+            refused(&strict, claims(serde_json::json!({"iss": iss}))),
+            "missing aud"
+        );
+        assert!(
+            refused(&strict, claims(serde_json::json!({"aud": 7, "iss": iss}))),
+            "malformed aud"
+        );
+        assert!(
+            refused(
+                &strict,
+                claims(serde_json::json!({"aud": "collab", "iss": "https://evil"}))
+            ),
+            "wrong iss"
+        );
+        assert!(
+            refused(&strict, claims(serde_json::json!({"aud": "collab"}))),
+            "missing iss"
+        );
+        let only_iss = JwtAuth {
+            issuer: vec![iss.into()],
+            ..cfg()
+        };
+        assert!(
+            !refused(
+                &only_iss,
+                claims(serde_json::json!({"aud": "anything", "iss": iss}))
+            ),
+            "issuer alone leaves aud unchecked"
+        );
     }
 
     #[test]

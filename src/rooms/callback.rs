@@ -5,6 +5,7 @@
 //! waits for the endpoint.
 
 use super::auth::HttpClient;
+use crate::clock::deadline;
 use crate::config::rooms::Callback;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -36,7 +37,7 @@ impl Debounce {
     /// A change happened at `now`.
     pub fn touch(&mut self, now: Instant) {
         let first = *self.first.get_or_insert(now);
-        self.deadline = Some((now + self.wait).min(first + self.maxwait));
+        self.deadline = Some(deadline(now, self.wait).min(deadline(first, self.maxwait)));
     }
 
     /// When the callback is due, if a change is pending.
@@ -147,6 +148,18 @@ mod tests {
         assert_eq!(d.due(), None);
         d.touch(t0 + s(20));
         assert_eq!(d.due(), Some(t0 + s(22)), "a new burst starts over");
+    }
+
+    #[test]
+    fn huge_waits_do_not_panic() {
+        let mut d = Debounce::new(Duration::MAX, Duration::MAX);
+        let t0 = Instant::now();
+        d.touch(t0);
+        d.touch(t0 + Duration::from_secs(1));
+        assert!(
+            d.due()
+                .is_some_and(|due| due > t0 + Duration::from_secs(86_400))
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use super::auth::Access;
 use super::protocol::{Conn, Limits};
 use super::registry::{Registry, RoomHandle};
+use crate::clock::deadline;
 use crate::config::{Guard, RatePolicy};
 use crate::ws::conn::{Incoming, Io, WsConn};
 use crate::ws::frame::{OP_BINARY, OP_PING, OP_PONG};
@@ -143,13 +144,6 @@ fn queue_data(ws: &mut WsConn, t: &mut Traffic, f: &[u8]) {
     ws.queue(OP_BINARY, f);
 }
 
-/// `now + d`, or far in the future if that does not fit (no panic on overflow).
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
-        .unwrap_or(now)
-}
-
 /// Write what is queued, giving up on a peer that takes no bytes for `slow_reader_timeout`.
 async fn flush(ws: &mut WsConn, s: &Session) -> Result<(), End> {
     let first = std::future::poll_fn(|cx| Poll::Ready(ws.poll_flush(cx))).await;
@@ -259,8 +253,8 @@ fn run<'a>(
         let (mut next_ping, mut idle_at) = {
             let now = Instant::now();
             (
-                g.heartbeat_interval.map(|i| after(now, i)),
-                g.idle_timeout.map(|d| after(now, d)),
+                g.heartbeat_interval.map(|i| deadline(now, i)),
+                g.idle_timeout.map(|d| deadline(now, d)),
             )
         };
         let mut pong_due: Option<Instant> = None;
@@ -272,7 +266,7 @@ fn run<'a>(
         // Room in the sync budget held for what is queued, until it is written.
         let mut _permit: Option<SemaphorePermit<'_>> = None;
         loop {
-            let message_due = ws.message_started().map(|t| after(t, s.message_timeout));
+            let message_due = ws.message_started().map(|t| deadline(t, s.message_timeout));
             let due = [next_ping, pong_due, idle_at, message_due]
                 .into_iter()
                 .flatten()
@@ -315,9 +309,9 @@ fn run<'a>(
                     } else if let (Some(at), Some(every)) = (next_ping, g.heartbeat_interval)
                         && at <= now
                     {
-                        next_ping = Some(after(now, every));
+                        next_ping = Some(deadline(now, every));
                         if pong_due.is_none() {
-                            pong_due = Some(after(now, g.heartbeat_timeout));
+                            pong_due = Some(deadline(now, g.heartbeat_timeout));
                             ws.queue(OP_PING, b"");
                             Step::Flush
                         } else {
@@ -362,7 +356,7 @@ fn run<'a>(
                 },
                 Event::Message(Ok(Incoming::Binary(data))) => {
                     if let Some(d) = g.idle_timeout {
-                        idle_at = Some(after(Instant::now(), d));
+                        idle_at = Some(deadline(Instant::now(), d));
                     }
                     t.bytes_in += data.len() as u64;
                     t.messages_in += 1;

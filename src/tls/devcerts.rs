@@ -95,7 +95,9 @@ impl DevCa {
         if let Some(days) = valid_days {
             let now = time::OffsetDateTime::now_utc();
             params.not_before = now - time::Duration::days(1);
-            params.not_after = now + time::Duration::days(days);
+            // Saturating: a huge `days` gives the latest date, not a panic.
+            params.not_after =
+                now.saturating_add(time::Duration::seconds(days.saturating_mul(86_400)));
         }
         let leaf = params.signed_by(&key, &self.issuer).map_err(err)?;
 

@@ -6,6 +6,7 @@
 //! shortly after, while the old certificate keeps serving.
 
 use super::CertStore;
+use crate::clock::deadline;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,9 +72,9 @@ async fn run(
             _ = shutdown.cancelled() => return,
             Some(()) = rx.recv() => {
                 // Debounce: wait until the directory has been quiet for DEBOUNCE (bounded).
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                let until = deadline(tokio::time::Instant::now(), Duration::from_secs(5));
                 while let Ok(Some(())) = tokio::time::timeout_at(
-                    (tokio::time::Instant::now() + DEBOUNCE).min(deadline),
+                    deadline(tokio::time::Instant::now(), DEBOUNCE).min(until),
                     rx.recv(),
                 ).await {}
                 "filesystem change"

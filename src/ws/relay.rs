@@ -13,6 +13,7 @@
 
 use super::frame::{self, FrameError, FrameHeader, Scanner, Step};
 use super::rates::{Rates, Verdict};
+use crate::clock::{FAR, deadline};
 use crate::config::{Guard, RatePolicy};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -817,27 +818,30 @@ async fn controller(
     started: Instant,
     stats: &GuardStats,
 ) -> EndReason {
-    let far = Duration::from_secs(365 * 86_400);
+    // Every instant here is built by `clock::deadline`: no guard value can overflow the clock.
+    let last_data = || {
+        deadline(
+            started,
+            Duration::from_millis(shared.last_data_ms.load(Ordering::Relaxed)),
+        )
+    };
     let mut seq: u64 = 0;
-    let mut next_ping = guard.heartbeat_interval.map(|i| started + i);
-    let mut deadline: Option<Instant> = None;
+    let mut next_ping = guard.heartbeat_interval.map(|i| deadline(started, i));
+    let mut pong_due: Option<Instant> = None;
     loop {
-        let idle_at = guard.idle_timeout.map(|t| {
-            started + Duration::from_millis(shared.last_data_ms.load(Ordering::Relaxed)) + t
-        });
-        let wake = [deadline, next_ping, idle_at]
+        let idle_at = guard.idle_timeout.map(|t| deadline(last_data(), t));
+        let wake = [pong_due, next_ping, idle_at]
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(started + far);
+            .unwrap_or_else(|| deadline(started, FAR));
         tokio::time::sleep_until(wake).await;
         let now = Instant::now();
-        if let Some(at) = idle_at
+        if let (Some(at), Some(idle)) = (idle_at, guard.idle_timeout)
             && now >= at
         {
             // Re-check: data may have moved while we slept.
-            let last = started + Duration::from_millis(shared.last_data_ms.load(Ordering::Relaxed));
-            if now >= last + guard.idle_timeout.unwrap_or(far) {
+            if now >= deadline(last_data(), idle) {
                 stats.idle_closes.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("idle timeout: closing 1001");
                 shared
@@ -853,10 +857,10 @@ async fn controller(
                 };
             }
         }
-        if let Some(d) = deadline
+        if let Some(d) = pong_due
             && now >= d
         {
-            deadline = None;
+            pong_due = None;
             let client_ok = shared.client_pong.load(Ordering::Relaxed) >= seq;
             let upstream_ok = shared.upstream_pong.load(Ordering::Relaxed) >= seq;
             if !client_ok || !upstream_ok {
@@ -900,7 +904,7 @@ async fn controller(
         }
         if let (Some(at), Some(interval)) = (next_ping, guard.heartbeat_interval)
             && now >= at
-            && deadline.is_none()
+            && pong_due.is_none()
         {
             seq += 1;
             let payload = [HB_TAG, seq.to_string().as_bytes()].concat();
@@ -911,8 +915,8 @@ async fn controller(
             };
             shared.to_client.push(ping(&payload));
             shared.to_upstream.push(ping(&payload));
-            deadline = Some(now + guard.heartbeat_timeout);
-            next_ping = Some(now + interval.max(guard.heartbeat_timeout));
+            pong_due = Some(deadline(now, guard.heartbeat_timeout));
+            next_ping = Some(deadline(now, interval.max(guard.heartbeat_timeout)));
         }
     }
 }
