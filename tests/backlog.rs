@@ -99,6 +99,7 @@ async fn a_burst_reaches_500_subscribers_and_nobody_is_closed() {
     writer.drain(100).await;
     assert!(writer.closed.is_none());
     let peak = vm_hwm_kb(child.child.id());
+    eprintln!("burst: 500 subscribers × 2,000 updates, peak RSS {peak} KB");
     assert!(peak < 100 * 1024, "peak RSS {peak} KB");
 }
 
@@ -115,7 +116,7 @@ async fn silent_joiners_are_bounded_by_the_sync_budget() {
     let addr = child.addr;
     let mut writer = YClient::connect_addr(addr, "/wss/big", &[]).await.unwrap();
     let big = "x".repeat(4 << 20);
-    assert!(writer.edit_confirmed(&big).await);
+    assert!(writer.edit_confirmed(&big).await, "{:?}", writer.closed);
     writer.drain(300).await;
     let before = vm_hwm_kb(child.child.id());
 
@@ -128,6 +129,7 @@ async fn silent_joiners_are_bounded_by_the_sync_budget() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = vm_hwm_kb(child.child.id());
+    eprintln!("silent joiners: peak RSS {before} KB before, {during} KB with 60 of them");
     // Unbounded, 60 × 4 MiB (240 MiB) would be queued; the budget allows 8 MiB of sends plus
     // the encoding under way.
     assert!(
