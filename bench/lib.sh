@@ -1,8 +1,11 @@
 # Shared by the benchmark scripts (sourced, not run): build, scratch dir, process cleanup, free
 # ports, and nginx (installed on first use if missing) configured as its documentation prescribes
 # for WebSocket proxying.
-nice -n 15 cargo build --release -q -p wsedge -p wsbench
-BIN=target/release
+# BIN=DIR: use the wsedge and wsbench release binaries in DIR instead of building them here.
+if [ -z "${BIN:-}" ]; then
+  nice -n 15 cargo build --release -q -p wsedge -p wsbench
+  BIN=${CARGO_TARGET_DIR:-target}/release
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

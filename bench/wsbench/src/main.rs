@@ -9,9 +9,12 @@
 //! `--ca ca.pem`).
 //! `wsbench rooms --url ws://ADDR/room --subs 500 --rate 500` measures a room's fan-out
 //! (see `rooms.rs`).
+//! `wsbench burst --url ws://ADDR/room --subs 500 --n 2000` sends a room `n` updates back to
+//! back and measures how long until every subscriber has them (see `burst.rs`).
 //! `wsbench flood` / `wsbench probe`: maximum-size room updates back to back, and HTTP latency
 //! next to them (see `hostile.rs`).
 
+mod burst;
 mod hostile;
 mod rooms;
 
@@ -60,6 +63,8 @@ enum Cmd {
     },
     /// One room, one writer sending `rate` Yjs updates/s, `subs` subscribers; prints one line.
     Rooms(rooms::Opts),
+    /// One room, `subs` subscribers, one writer sending `n` Yjs updates at once; prints one line.
+    Burst(burst::Opts),
     /// Writers sending maximum-size room updates back to back; prints one line.
     Flood(hostile::FloodOpts),
     /// Sequential HTTP GETs at a fixed rate; prints latency percentiles.
@@ -104,6 +109,7 @@ fn main() {
             ca,
         } => rt.block_on(idle(url, conns, parallel, rooms, room_prefix, ca)),
         Cmd::Rooms(opts) => rt.block_on(rooms::run(opts)),
+        Cmd::Burst(opts) => rt.block_on(burst::run(opts)),
         Cmd::Flood(opts) => rt.block_on(hostile::flood(opts)),
         Cmd::Probe(opts) => rt.block_on(hostile::probe(opts)),
         Cmd::Load {

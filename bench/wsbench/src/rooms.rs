@@ -79,7 +79,7 @@ struct SubResult {
 }
 
 /// The frames the writer sends, made before the run: update `k` inserts `~wsb{k:08x}`.
-fn frames(n: usize) -> Vec<Vec<u8>> {
+pub(crate) fn frames(n: usize) -> Vec<Vec<u8>> {
     let doc = yrs::Doc::new();
     let text = doc.get_or_insert_text("t");
     let mut out = Vec::with_capacity(n);
@@ -113,7 +113,7 @@ fn markers(frame: &[u8], mut f: impl FnMut(u64)) {
     }
 }
 
-fn proc_field_kb(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_field_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -126,7 +126,7 @@ fn proc_field_kb(pid: u32, field: &str) -> u64 {
 }
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: &str) -> u64 {
+pub(crate) fn cpu_ticks(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -135,12 +135,12 @@ fn cpu_ticks(pid: &str) -> u64 {
     get(11) + get(12)
 }
 
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// (busy, total) clock ticks of the whole machine, from /proc/stat.
-fn machine_ticks() -> (u64, u64) {
+pub(crate) fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = stat
         .lines()
@@ -248,7 +248,7 @@ async fn subscriber(
 
 /// The `q` quantile of the latency over all `expected` deliveries, counting the ones that never
 /// arrived as infinitely late: -1 when it falls among those.
-fn quantile(delivered: &Histogram<u64>, q: f64, expected: u64) -> i64 {
+pub(crate) fn quantile(delivered: &Histogram<u64>, q: f64, expected: u64) -> i64 {
     let got = delivered.len();
     if got == 0 || (q * expected as f64).ceil() as u64 > got {
         return -1;
