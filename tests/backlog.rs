@@ -62,11 +62,15 @@ async fn a_burst_reaches_500_subscribers_and_nobody_is_closed() {
     use common::process::*;
     let child = spawn_wsedge(&process_config("", ""));
     let addr = child.addr;
-    let mut writer = YClient::connect_addr(addr, "/wss/burst", &[]).await.unwrap();
+    let mut writer = YClient::connect_addr(addr, "/wss/burst", &[])
+        .await
+        .unwrap();
     assert!(writer.edit_confirmed("start;").await);
     let mut subs = Vec::new();
     for _ in 0..500 {
-        let mut c = YClient::connect_addr(addr, "/wss/burst", &[]).await.unwrap();
+        let mut c = YClient::connect_addr(addr, "/wss/burst", &[])
+            .await
+            .unwrap();
         assert!(c.until(|c| c.text() == "start;").await);
         subs.push(c);
     }
@@ -83,7 +87,11 @@ async fn a_burst_reaches_500_subscribers_and_nobody_is_closed() {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 while c.text() != expected && c.closed.is_none() {
                     c.drain(200).await;
-                    assert!(tokio::time::Instant::now() < deadline, "stuck at {}", c.text().len());
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "stuck at {}",
+                        c.text().len()
+                    );
                 }
                 (c.text() == expected, c.closed.clone())
             })
@@ -149,7 +157,10 @@ async fn silent_joiners_are_bounded_by_the_sync_budget() {
         let code = reader.closed.clone().flatten().map(|f| u16::from(f.code));
         assert_eq!(code, Some(1013), "only 'try again later' is acceptable");
         busy += 1;
-        assert!(started.elapsed() < Duration::from_secs(30), "{busy} attempts");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{busy} attempts"
+        );
     }
     drop(silent);
 }
@@ -188,6 +199,15 @@ async fn room_churn_is_capped_by_max_rooms() {
         assert!(open_rooms(&edge) <= 50);
     }
     assert_eq!((ok, full), (50, 950));
+    // Counted (the metrics registry is process-wide: at least this test's refusals).
+    let admin = edge.running.as_ref().unwrap().admin_addr.unwrap();
+    let (_, body) = get(admin, request("/metrics", "admin").body(empty()).unwrap()).await;
+    let refused: f64 = String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("wsedge_rooms_refusals_total") && l.contains("rooms_full"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(refused >= 950.0, "rooms_full refusals counted: {refused}");
     // Rooms already loaded still take joins.
     let mut c = YClient::connect(&edge, "/wss/churn-7", &[]).await.unwrap();
     assert!(c.edit_confirmed("fine").await);
@@ -242,7 +262,9 @@ async fn messages_that_never_finish_are_closed_1008() {
     .await;
     // Fragments: the first of a binary message, then only pings (which the server answers).
     let mut tcp = raw_upgrade(&edge, "/wss/frag").await;
-    tcp.write_all(&client_frame(0x2, false, &[0, 0])).await.unwrap();
+    tcp.write_all(&client_frame(0x2, false, &[0, 0]))
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let (mut rd, mut wr) = tcp.into_split();
     let pinger = tokio::spawn(async move {
@@ -262,7 +284,10 @@ async fn messages_that_never_finish_are_closed_1008() {
     pinger.abort();
     assert_eq!(code, Some(1008));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
 
     // Half a frame, then nothing.
     let mut tcp = raw_upgrade(&edge, "/wss/frag").await;
@@ -348,8 +373,11 @@ async fn a_panicking_connection_task_still_leaves_its_room() {
         other => panic!("{other:?}"),
     };
     let removed = frames.iter().any(|f| {
-        wsedge::rooms::protocol::decode_awareness(f)
-            .is_some_and(|a| a.clients.get(&yrs::ClientID::new(42)).is_some_and(|e| &*e.json == "null"))
+        wsedge::rooms::protocol::decode_awareness(f).is_some_and(|a| {
+            a.clients
+                .get(&yrs::ClientID::new(42))
+                .is_some_and(|e| &*e.json == "null")
+        })
     });
     assert!(removed, "the awareness removal was published");
     assert!(room.lock().awareness_clients().is_empty());

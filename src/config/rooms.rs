@@ -192,7 +192,10 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
     }
     if let Some(size) = raw.sync_budget {
         if !(64 << 10..=1 << 40).contains(&size.0) {
-            bad.push(("sync_budget".into(), "must be between 64 KiB and 1 TiB".into()));
+            bad.push((
+                "sync_budget".into(),
+                "must be between 64 KiB and 1 TiB".into(),
+            ));
         }
         c.sync_budget = size.0;
     }

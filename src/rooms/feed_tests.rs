@@ -138,7 +138,11 @@ fn a_burst_past_the_limit_is_merged_for_a_reader_that_lags() {
         if i % 10 == 0 {
             feed.publish(awareness(7, i / 10, &format!("{{\"i\":{i}}}")));
         }
-        apply(&follower, &drain(&mut keeping_up, 4096), &mut HashMap::new());
+        apply(
+            &follower,
+            &drain(&mut keeping_up, 4096),
+            &mut HashMap::new(),
+        );
         assert!(feed.stats().bytes <= 32 << 10, "{:?}", feed.stats());
     }
     let stats = feed.stats();

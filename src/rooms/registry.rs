@@ -5,8 +5,8 @@
 
 use super::auth::HttpClient;
 use super::callback;
-use super::protocol::Room;
 use super::feed::Feed;
+use super::protocol::Room;
 pub use super::room::RoomHandle;
 use super::store::{RoomStore, StoreError};
 use crate::config::RoomsConfig;
@@ -161,15 +161,16 @@ impl Registry {
         };
         let refused = |reason: &str| crate::metrics::room_refusal(&self.label, reason);
         let (store, n) = (store.clone(), name.to_string());
-        let loaded =
-            tokio::task::spawn_blocking(move || store.load(&n).map(|rows| Room::from_updates(&rows)))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(StoreError::Io {
-                        path: String::new(),
-                        reason: format!("load task failed: {e}"),
-                    })
-                });
+        let loaded = tokio::task::spawn_blocking(move || {
+            store.load(&n).map(|rows| Room::from_updates(&rows))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Io {
+                path: String::new(),
+                reason: format!("load task failed: {e}"),
+            })
+        });
         let (room, skipped) = loaded.inspect_err(|e| {
             tracing::error!(room = name, error = %e, "cannot load room; refusing the join");
             refused("load_failed");

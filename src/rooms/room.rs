@@ -250,8 +250,10 @@ impl RoomHandle {
     /// About how many bytes answering `frame` may take: the document's size if it asks for a
     /// sync (the answer is what the client lacks, up to all of it), else 0.
     pub fn sync_cost(&self, frame: &[u8]) -> u64 {
-        let asks = super::wire::split(frame)
-            .is_ok_and(|m| m.iter().any(|m| matches!(m, super::wire::Msg::SyncStep1(_))));
+        let asks = super::wire::split(frame).is_ok_and(|m| {
+            m.iter()
+                .any(|m| matches!(m, super::wire::Msg::SyncStep1(_)))
+        });
         if asks { self.size() } else { 0 }
     }
 

@@ -9,6 +9,7 @@
 //! buffer held while idle).
 
 use super::auth::Access;
+use super::feed::Read;
 use super::protocol::{Conn, Limits};
 use super::registry::{Registry, RoomHandle};
 use crate::clock::deadline;
@@ -17,7 +18,6 @@ use crate::ws::conn::{Incoming, Io, WsConn};
 use crate::ws::frame::{OP_BINARY, OP_PING, OP_PONG};
 use crate::ws::rates::{Rates, Verdict};
 use crate::ws::relay::GuardStats;
-use super::feed::Read;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
