@@ -18,34 +18,12 @@ fn rooms_route(guard: &str, rooms: &str) -> String {
     )
 }
 
-/// One handshake by hand on a fresh connection: the status, the response head, and the socket
-/// (hold it to keep an admitted connection open).
-async fn upgrade(addr: SocketAddr, path: &str) -> (u16, String, TcpStream) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let head = read_until(&mut tcp, "\r\n\r\n").await;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head:?}"));
-    (status, head, tcp)
-}
-
 /// `n` handshakes at once.
 async fn upgrades(addr: SocketAddr, path: &str, n: usize) -> Vec<(u16, String, TcpStream)> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
         let path = path.to_string();
-        set.spawn(async move { upgrade(addr, &path).await });
+        set.spawn(async move { upgrade_status(addr, &path).await });
     }
     let mut out = Vec::new();
     while let Some(r) = tokio::time::timeout(WAIT, set.join_next())
@@ -112,7 +90,7 @@ async fn capped_handshakes_never_reach_the_forward_auth_endpoint_and_the_permit_
         ),
     )
     .await;
-    let (status, _, first) = upgrade(edge.http, "/wss/doc").await;
+    let (status, _, first) = upgrade_status(edge.http, "/wss/doc").await;
     assert_eq!(status, 101);
     let r = upgrades(edge.http, "/wss/doc", 29).await;
     assert_eq!(statuses(&r), (0, 29), "the open socket holds the only slot");
@@ -130,7 +108,7 @@ async fn capped_handshakes_never_reach_the_forward_auth_endpoint_and_the_permit_
     drop(first);
     let deadline = tokio::time::Instant::now() + WAIT;
     let again = loop {
-        let (status, _, tcp) = upgrade(edge.http, "/wss/doc").await;
+        let (status, _, tcp) = upgrade_status(edge.http, "/wss/doc").await;
         if status == 101 {
             break tcp;
         }
@@ -158,8 +136,8 @@ async fn jwt_is_verified_only_after_admission() {
         serde_json::json!({ "exp": exp(60), "rooms": ["*"] }),
         SECRET,
     );
-    assert_eq!(upgrade(edge.http, "/wss/doc?token=bad").await.0, 401);
-    let (status, head, _) = upgrade(edge.http, &format!("/wss/doc?token={good}")).await;
+    assert_eq!(upgrade_status(edge.http, "/wss/doc?token=bad").await.0, 401);
+    let (status, head, _) = upgrade_status(edge.http, &format!("/wss/doc?token={good}")).await;
     assert_eq!(status, 429, "{head}");
 }
 
@@ -217,7 +195,7 @@ async fn rooms_routes_have_per_ip_defaults() {
             "{} open",
             open.len()
         );
-        let (status, head, tcp) = upgrade(edge.http, "/wss/doc").await;
+        let (status, head, tcp) = upgrade_status(edge.http, "/wss/doc").await;
         match status {
             101 => open.push(tcp),
             429 if retry_after(&head) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -229,7 +207,7 @@ async fn rooms_routes_have_per_ip_defaults() {
     open.pop();
     let again = loop {
         assert!(tokio::time::Instant::now() < deadline, "slot never freed");
-        let (status, _, tcp) = upgrade(edge.http, "/wss/doc").await;
+        let (status, _, tcp) = upgrade_status(edge.http, "/wss/doc").await;
         if status == 101 {
             break tcp;
         }

@@ -178,23 +178,11 @@ async fn room_churn_is_capped_by_max_rooms() {
     .await;
     let (mut ok, mut full) = (0, 0);
     for i in 0..1000 {
-        let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
-        tcp.write_all(
-            format!(
-                "GET /wss/churn-{i} HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\n\
-                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let head = read_until(&mut tcp, "\r\n\r\n").await;
-        if head.starts_with("HTTP/1.1 101") {
-            ok += 1;
-        } else {
-            assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-            full += 1;
+        let (status, head, _tcp) = upgrade_status(edge.http, &format!("/wss/churn-{i}")).await;
+        match status {
+            101 => ok += 1,
+            503 => full += 1,
+            _ => panic!("{head}"),
         }
         assert!(open_rooms(&edge) <= 50);
     }

@@ -3,16 +3,8 @@
 
 mod common;
 use common::hooks::*;
-use common::yclient::YClient;
+use common::yclient::{YClient, refused_status};
 use common::*;
-
-fn refused_status(r: Result<YClient, tokio_tungstenite::tungstenite::Error>) -> u16 {
-    match r {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
-    }
-}
 
 #[tokio::test]
 async fn nbf_aud_and_iss_decide_admission() {

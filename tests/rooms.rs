@@ -5,7 +5,7 @@
 
 mod common;
 use common::hooks::*;
-use common::yclient::YClient;
+use common::yclient::{YClient, refused_status};
 use common::*;
 use futures_util::SinkExt;
 use std::sync::atomic::Ordering;
@@ -311,14 +311,6 @@ async fn a_reader_the_room_leaves_behind_catches_up_and_stays_open() {
     assert_eq!(stats(&edge).slow_reader_closes.load(Ordering::Relaxed), 0);
     assert!(writer.edit_confirmed("still here").await);
     assert!(stuck.until(|c| c.text().ends_with("still here")).await);
-}
-
-fn refused_status(r: Result<YClient, tokio_tungstenite::tungstenite::Error>) -> u16 {
-    match r {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
-    }
 }
 
 #[tokio::test]

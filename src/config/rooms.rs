@@ -185,8 +185,11 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
         c.max_rooms = n;
     }
     if let Some(size) = raw.backlog {
-        if !(4 << 10..=1 << 30).contains(&size.0) {
-            bad.push(("backlog".into(), "must be between 4 KiB and 1 GiB".into()));
+        if !(4 << 10..=64 << 20).contains(&size.0) {
+            bad.push((
+                "backlog".into(),
+                "must be between 4 KiB and 64 MiB (it is merged under the room's lock)".into(),
+            ));
         }
         c.backlog = size.0;
     }

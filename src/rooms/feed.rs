@@ -6,9 +6,10 @@
 //! 2. what is left is merged: the document updates into one update (Yjs updates merge, and a
 //!    client applying an update it partly has already is a no-op), the awareness changes into
 //!    the latest state per client (clients ignore states whose clock is not newer);
-//! 3. if even that is over half the limit, the log is emptied, and every connection that had not
-//!    read it is *behind*: it gets the whole document instead (one encoding shared by all such
-//!    connections, see `RoomHandle::resync`), when it is ready to take it.
+//! 3. if even that is over half the limit, the oldest entries are dropped until it is not (never
+//!    the newest), and every connection that had not read them is *behind*: it gets the whole
+//!    document instead (one encoding shared by all such connections, see `RoomHandle::resync`),
+//!    when it is ready to take it.
 //!
 //! A merged entry takes the sequence number of the last entry it holds, so a cursor anywhere in
 //! its range gets all of it: more than it needs, never less. Entries are whole y-websocket
@@ -170,8 +171,10 @@ impl Log {
         if self.bytes <= limit / 2 && self.entries.len() <= MAX_ENTRIES / 2 {
             return;
         }
-        // 2. Merge what is left.
-        if self.entries.len() > 1 {
+        // 2. Merge what is left, but the newest entry (which nobody has read yet: merged into
+        // the rest, it could not be dropped without putting every reader behind).
+        if self.entries.len() > 2 {
+            let newest = self.entries.pop_back().expect("checked");
             let frames: Vec<&Bytes> = self.entries.iter().map(|e| &e.frame).collect();
             let seqs: Vec<u64> = self.entries.iter().map(|e| e.seq).collect();
             if let Some(merged) = merge(&frames, &seqs) {
@@ -180,17 +183,28 @@ impl Log {
                     .into_iter()
                     .map(|(seq, frame)| Entry { seq, frame })
                     .collect();
-                self.bytes = self.entries.iter().map(|e| e.frame.len()).sum();
-                if self.bytes <= limit / 2 {
-                    return;
-                }
+            }
+            self.entries.push_back(newest);
+            self.bytes = self.entries.iter().map(|e| e.frame.len()).sum();
+            if self.bytes <= limit / 2 {
+                return;
             }
         }
-        // 3. Still too much: whoever has not read it gets the whole document instead.
+        // 3. Still too much: the oldest entries go until half the limit is left (never the
+        // newest, which nobody has read yet); whoever had not read them gets the whole
+        // document instead. Readers past them are not affected.
         self.resets += 1;
-        self.entries.clear();
-        self.bytes = 0;
-        self.base = self.next;
+        let mut last_dropped = None;
+        while self.entries.len() > 1 && self.bytes > limit / 2 {
+            let e = self.entries.pop_front().expect("checked");
+            self.bytes -= e.frame.len();
+            last_dropped = Some(e.seq);
+        }
+        // A merged entry holds messages numbered up to its own number: a reader at or below
+        // a dropped one's number may lack some of them.
+        if let Some(seq) = last_dropped {
+            self.base = self.base.max(seq + 1);
+        }
     }
 }
 

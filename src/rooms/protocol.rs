@@ -14,6 +14,9 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
+/// Largest awareness state (its JSON) a client may announce: 1007 beyond.
+pub const MAX_AWARENESS_STATE: usize = 64 << 10;
+
 /// Why a connection's frame was refused; each maps to the close code the socket side sends.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -197,7 +200,10 @@ impl Room {
             Some(s) => out.push(Message::Sync(SyncMessage::Update(s)).encode_v1()),
             None => tracing::error!("cannot encode the document for a resync"),
         }
-        if let Ok(update) = self.awareness.update()
+        // Removed states too (`update()` leaves them out): the connection may have missed their
+        // removal while it was behind.
+        let ids: Vec<ClientID> = self.awareness.iter().map(|(id, _)| id).collect();
+        if let Ok(update) = self.awareness.update_with_clients(ids)
             && !update.clients.is_empty()
         {
             out.push(Message::Awareness(update).encode_v1());
@@ -534,7 +540,14 @@ fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, Protocol
                     .map_err(|e| invalid("awareness update", &e))?
                     .map_err(|e| invalid("awareness update", &e))?;
                 // Other clients JSON.parse every state: one that does not parse would break them.
+                // A state is a cursor, a name, a colour: a large one would only be copied to
+                // every member, and to every joiner, outside any budget.
                 for (id, entry) in &update.clients {
+                    if entry.json.len() > MAX_AWARENESS_STATE {
+                        return Err(ProtocolError::Invalid(format!(
+                            "awareness state of client {id} is over {MAX_AWARENESS_STATE} bytes"
+                        )));
+                    }
                     if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
                         return Err(ProtocolError::Invalid(format!(
                             "awareness state of client {id} is not JSON"

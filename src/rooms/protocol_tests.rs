@@ -501,3 +501,39 @@ fn a_reconnecting_client_is_told_to_re_announce() {
         .unwrap();
     assert_eq!(room.awareness_clients(), vec![42]);
 }
+
+#[test]
+fn awareness_states_over_64_kib_are_refused_and_resyncs_carry_removals() {
+    let mut room = Room::default();
+    let state = |id: u64, clock: u32, json: String| {
+        let mut clients = HashMap::new();
+        clients.insert(
+            ClientID::new(id),
+            AwarenessUpdateEntry {
+                clock,
+                json: json.into(),
+            },
+        );
+        Message::Awareness(AwarenessUpdate { clients }).encode_v1()
+    };
+    let big = format!("{{\"n\":\"{}\"}}", "a".repeat(MAX_AWARENESS_STATE));
+    let e = room
+        .handle(&mut Conn::default(), &state(1, 1, big), LIMITS)
+        .into_result()
+        .unwrap_err();
+    assert_eq!(e.close_code(), 1007);
+    assert!(room.awareness_clients().is_empty());
+    // A state at the limit's side passes; its removal is in a later resync.
+    let mut c = Conn::default();
+    room.handle(&mut c, &state(2, 1, "{\"n\":1}".into()), LIMITS)
+        .into_result()
+        .unwrap();
+    room.leave(&mut c).unwrap();
+    let resync = room.resync();
+    let removal = resync
+        .iter()
+        .filter_map(|f| decode_awareness(f))
+        .find_map(|a| a.clients.get(&ClientID::new(2)).cloned())
+        .expect("the removed client is in the resync");
+    assert_eq!(&*removal.json, "null");
+}

@@ -169,7 +169,8 @@ async fn flush(ws: &mut WsConn, s: &Session) -> Result<(), End> {
 }
 
 /// Room in the route's `sync_budget` for a whole-document send of about `bytes` (none needed
-/// below [`SMALL_SEND`]), waiting at most `slow_reader_timeout`: Err(end) if it never came.
+/// below [`SMALL_SEND`]), waiting at most twice `slow_reader_timeout`: Err(end) if it never
+/// came.
 /// Boxed: the rare path.
 fn budget<'a>(
     s: &'a Session,
@@ -180,9 +181,13 @@ fn budget<'a>(
             return Ok(None);
         }
         let (sem, total) = &s.registry.sync_budget;
-        // A send larger than the whole budget waits for all of it.
-        let n = bytes.min(*total).min(u32::MAX as u64) as u32;
-        match tokio::time::timeout(s.guard.slow_reader_timeout, sem.acquire_many(n)).await {
+        // One connection takes at most a quarter of the budget (a larger send counts as that
+        // much): a few clients that never read cannot hold all of it.
+        let n = bytes.min(*total / 4).max(1).min(u32::MAX as u64) as u32;
+        // Waiting twice the slow-reader timeout: whoever holds the budget without reading is
+        // closed (and its share freed) before a waiter gives up.
+        let wait = s.guard.slow_reader_timeout.saturating_mul(2);
+        match tokio::time::timeout(wait, sem.acquire_many(n)).await {
             Ok(Ok(p)) => Ok(Some(p)),
             _ => {
                 s.stats.slow_reader_closes.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +270,9 @@ fn run<'a>(
         let mut more = false;
         // Room in the sync budget held for what is queued, until it is written.
         let mut _permit: Option<SemaphorePermit<'_>> = None;
+        // A resync's shared encoding, kept until written, so that connections behind at the
+        // same point reuse it rather than encode the document again.
+        let mut _resync: Option<Arc<[Bytes]>> = None;
         loop {
             let message_due = ws.message_started().map(|t| deadline(t, s.message_timeout));
             let due = [next_ping, pong_due, idle_at, message_due]
@@ -290,6 +298,9 @@ fn run<'a>(
                 },
                 _ = std::future::ready(()), if more => Event::Feed,
             };
+            // Time spent here (rate throttling, waiting for the budget or a heavy-work permit,
+            // writing) is the server's, not the client's: a message under way gets it back.
+            let handling = Instant::now();
             let step = match ev {
                 Event::Shutdown => Step::Close(1001, "server shutting down"),
                 Event::Gone => Step::Return((1001, "room closed")),
@@ -347,6 +358,7 @@ fn run<'a>(
                                     for f in frames.iter() {
                                         queue_data(ws, t, f);
                                     }
+                                    _resync = Some(frames);
                                     Step::Flush
                                 }
                                 None => Step::Close(1011, "internal error"),
@@ -425,6 +437,8 @@ fn run<'a>(
                     }
                 },
             };
+            ws.pause_message_clock(handling.elapsed());
+            let writing = Instant::now();
             match step {
                 Step::Continue => {}
                 Step::Flush => {
@@ -434,6 +448,8 @@ fn run<'a>(
                     }
                     // Written: the room it held in the budget is free again.
                     _permit = None;
+                    _resync = None;
+                    ws.pause_message_clock(writing.elapsed());
                 }
                 Step::Close(code, why) => return close_with(ws, code, why).await,
                 Step::Echo => {

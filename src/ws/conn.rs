@@ -317,6 +317,14 @@ impl WsConn {
         self.started
     }
 
+    /// Move the start of the message under way `d` later: time the caller spent not reading
+    /// (its own work) does not count against the client.
+    pub fn pause_message_clock(&mut self, d: Duration) {
+        if let Some(t) = self.started.as_mut() {
+            *t = crate::clock::deadline(*t, d);
+        }
+    }
+
     /// The next message. Cancel-safe: bytes read stay in the decoder.
     pub async fn next(&mut self) -> Result<Incoming, WsError> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await

@@ -185,7 +185,15 @@ pub async fn ws_connect_addr(
 /// A WebSocket handshake written by hand on a fresh TCP connection to the plain listener (for
 /// tests that need raw frames: what tungstenite would reject or rewrite). Returns after the 101.
 pub async fn raw_upgrade(edge: &Edge, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(edge.http).await.unwrap();
+    let (status, head, tcp) = upgrade_status(edge.http, path).await;
+    assert_eq!(status, 101, "{head}");
+    tcp
+}
+
+/// One handshake by hand on a fresh connection: the status, the response head, and the socket
+/// (hold it to keep an admitted connection open).
+pub async fn upgrade_status(addr: SocketAddr, path: &str) -> (u16, String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(
         format!(
             "GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -196,8 +204,12 @@ pub async fn raw_upgrade(edge: &Edge, path: &str) -> TcpStream {
     .await
     .unwrap();
     let head = read_until(&mut tcp, "\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tcp
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    (status, head, tcp)
 }
 
 /// One HTTP/1.1 request with hyper's client over a fresh connection.

@@ -197,3 +197,12 @@ impl YClient {
             .and_then(|c| c.as_ref().map(|f| u16::from(f.code)))
     }
 }
+
+/// The HTTP status a refused room connection got.
+pub fn refused_status(r: Result<YClient, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
+    }
+}
