@@ -24,6 +24,10 @@ fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Read frames until a close; its code (None: EOF first).
+/// These tests load the machine (500 subscribers, 4 MiB documents, thousands of rooms): run one
+/// at a time, so that one's timing never depends on another's load (CI has 2 cores).
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn close_code(rd: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
     while let Some((_, op, payload)) = raw::read_frame(rd).await {
         if op == 0x8 {
@@ -59,6 +63,7 @@ fn process_config(rooms: &str, guard: &str) -> String {
 /// under 100 MB. (Before: every subscriber was closed 1013 after the first few hundred.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_reaches_500_subscribers_and_nobody_is_closed() {
+    let _one_at_a_time = HEAVY.lock().await;
     use common::process::*;
     let child = spawn_wsedge(&process_config("", ""));
     let addr = child.addr;
@@ -116,6 +121,7 @@ async fn a_burst_reaches_500_subscribers_and_nobody_is_closed() {
 /// document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_joiners_are_bounded_by_the_sync_budget() {
+    let _one_at_a_time = HEAVY.lock().await;
     use common::process::*;
     let child = spawn_wsedge(&process_config(
         ", sync_budget = \"8MiB\"",
@@ -169,6 +175,7 @@ async fn silent_joiners_are_bounded_by_the_sync_budget() {
 /// it joins get 503 before the upgrade, and the count never exceeds the cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_churn_is_capped_by_max_rooms() {
+    let _one_at_a_time = HEAVY.lock().await;
     let edge = Edge::start(
         "",
         "[[route]]\npath = \"/wss\"\nplain_http = true\n\
@@ -205,6 +212,7 @@ async fn room_churn_is_capped_by_max_rooms() {
 /// across the load), and joins of that room wait for it and share it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_load_holds_up_only_its_own_room() {
+    let _one_at_a_time = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (open, slot) = faulty::opener();
     let edge = Edge::start_with_stores(
@@ -242,6 +250,7 @@ async fn a_slow_load_holds_up_only_its_own_room() {
 /// keep completing messages is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_that_never_finish_are_closed_1008() {
+    let _one_at_a_time = HEAVY.lock().await;
     let edge = Edge::start(
         "",
         "[[route]]\npath = \"/wss\"\nplain_http = true\n\
@@ -297,6 +306,7 @@ async fn messages_that_never_finish_are_closed_1008() {
 /// for the others and the room's connection count drops (so it can unload).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_connection_task_still_leaves_its_room() {
+    let _one_at_a_time = HEAVY.lock().await;
     use std::sync::Arc;
     use wsedge::rooms::registry::Registry;
     use wsedge::rooms::socket::{Session, serve};
