@@ -131,6 +131,14 @@ impl RoomHandle {
         (replies, error)
     }
 
+    /// `conn` is gone: remove the awareness states it announced and broadcast the removal (the
+    /// one way a connection leaves, whether its task ended, panicked or was cancelled).
+    pub fn leave_locked(&self, room: &mut Room, conn: &mut Conn) {
+        if let Some(f) = room.leave(conn) {
+            self.feed.publish(Bytes::from(f));
+        }
+    }
+
     /// Handle one frame of `conn` (see [`RoomHandle::handle_locked`]). Light frames are handled
     /// right here; heavy ones, and any frame while the room is busy with a heavy one, on the
     /// blocking pool (see [`run_heavy`]), so that no runtime worker decodes megabytes or waits

@@ -81,10 +81,8 @@ struct Membership<'a> {
 
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take()
-            && let Some(f) = self.room.lock().leave(&mut conn)
-        {
-            self.room.feed.publish(Bytes::from(f));
+        if let Some(mut conn) = self.conn.take() {
+            self.room.leave_locked(&mut self.room.lock(), &mut conn);
         }
     }
 }
@@ -130,10 +128,8 @@ pub fn serve(
         let end = hosted::serve(&mut ws, &mut socket, settings, &mut traffic).await;
         drop(socket);
         let mut conn = member.conn.take().expect("set above");
-        let removal = s.room.with(move |r| r.leave(&mut conn)).await.flatten();
-        if let Some(f) = removal {
-            s.room.feed.publish(Bytes::from(f));
-        }
+        let h = s.room.clone();
+        s.room.with(move |r| h.leave_locked(r, &mut conn)).await;
         (end, traffic)
     }
 }
