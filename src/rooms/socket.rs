@@ -161,7 +161,8 @@ impl Handler for RoomSocket<'_> {
         let s = self.s;
         let data = match m {
             Message::Binary(data) => data,
-            Message::Text(_) => {
+            Message::Text(t) => {
+                tracing::debug!(room = %s.room.name, len = t.len(), "text frame on a rooms route");
                 s.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
                 return Flow::Close(close::UNSUPPORTED, "binary frames only");
             }

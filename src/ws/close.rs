@@ -9,7 +9,6 @@ pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL_ERROR: u16 = 1002;
 pub const UNSUPPORTED: u16 = 1003;
 pub const ABNORMAL: u16 = 1006;
-pub const INVALID_DATA: u16 = 1007;
 pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 pub const INTERNAL_ERROR: u16 = 1011;

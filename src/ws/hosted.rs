@@ -16,7 +16,7 @@
 
 use super::close::{self, GuardClose};
 use super::conn::{Incoming, WsConn, WsError};
-use super::frame::{OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
+use super::frame::{OP_BINARY, OP_PING, OP_PONG};
 use super::guard::{GuardStats, Rates, Verdict};
 use super::heartbeat::{Due, Heartbeat};
 use crate::clock::deadline;
@@ -76,18 +76,10 @@ pub struct Out<'a> {
 
 impl Out<'_> {
     pub fn binary(&mut self, data: &[u8]) {
-        self.data(OP_BINARY, data);
-    }
-
-    pub fn text(&mut self, data: &[u8]) {
-        self.data(OP_TEXT, data);
-    }
-
-    fn data(&mut self, opcode: u8, data: &[u8]) {
         self.t.bytes_out += data.len() as u64;
         self.t.messages_out += 1;
         self.sent = true;
-        self.ws.queue(opcode, data);
+        self.ws.queue(OP_BINARY, data);
     }
 }
 

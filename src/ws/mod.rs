@@ -3,10 +3,10 @@
 //! machine; `guard`: rate verdicts and statistics; `close`: codes and reasons), the guarded loop
 //! hosted services run on (`hosted`), and the frame-aware relay of proxied sockets (`relay`).
 
-pub mod close;
+pub(crate) mod close;
 pub mod conn;
 pub mod frame;
 pub mod guard;
-pub mod heartbeat;
-pub mod hosted;
+pub(crate) mod heartbeat;
+pub(crate) mod hosted;
 pub mod relay;
