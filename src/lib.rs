@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 #[doc(hidden)]
@@ -44,6 +45,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod rooms;
+pub mod run;
 pub mod server;
 pub mod systemd;
 pub mod tls;

@@ -1,6 +1,5 @@
-//! The `wsedge` command line: parse arguments, set up logging, call the library.
+//! The `wsedge` command line: parse arguments, set up logging, call the library (`wsedge::run`).
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,7 +89,7 @@ fn main() -> ExitCode {
             match run(config, cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    tracing::error!("{:#}", anyhow::Error::from(e));
                     ExitCode::FAILURE
                 }
             }
@@ -98,7 +97,7 @@ fn main() -> ExitCode {
         Command::DevCerts { dir, names } => match dev_certs(&dir, &names) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("{e:#}");
+                eprintln!("{:#}", anyhow::Error::from(e));
                 ExitCode::FAILURE
             }
         },
@@ -106,74 +105,13 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let running = wsedge::server::start(cfg).await.context("cannot start")?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    wsedge::systemd::ready("serving");
-    loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM received");
-                break;
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("SIGINT received");
-                break;
-            }
-            Some(()) = hup.recv() => {
-                wsedge::systemd::reloading();
-                reload(&path, &running);
-                wsedge::systemd::ready("serving");
-            }
-        }
-    }
-    wsedge::systemd::stopping();
-    running.shutdown().await;
-    Ok(())
+async fn run(path: PathBuf, cfg: Config) -> Result<(), wsedge::run::RunError> {
+    wsedge::run::serve(path, cfg).await
 }
 
-/// SIGHUP: the same load and validation as `wsedge check`; a config that does not pass is
-/// refused and the running one keeps serving.
-fn reload(path: &std::path::Path, running: &wsedge::server::Running) {
-    let result = Config::load(path)
-        .map_err(|e| {
-            // One line, so journald keeps the reasons with the message.
-            let reasons = e.to_string().replace("\n ", "").replace('\n', " ");
-            format!("config reload refused, the running config stays: {reasons}")
-        })
-        .and_then(|c| {
-            running
-                .reload(&c)
-                .map(|restart| (c.routes.len(), restart))
-                .map_err(|e| format!("config reload failed, the running config stays: {e}"))
-        });
-    wsedge::metrics::count_reload("config", result.is_ok());
-    match result {
-        Err(e) => tracing::error!("{e}"),
-        Ok((routes, restart)) => {
-            for field in restart {
-                tracing::warn!(
-                    field,
-                    "changed in the config file, but needs a restart to apply"
-                );
-            }
-            tracing::info!(routes, "config reloaded");
-        }
-    }
-}
-
-fn dev_certs(dir: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
-    wsedge::tls::install_crypto_provider();
-    std::fs::create_dir_all(dir)?;
-    let ca = wsedge::tls::devcerts::DevCa::new()?;
-    std::fs::write(dir.join("ca.pem"), &ca.cert_pem)?;
-    for name in names {
-        let sans: Vec<&str> = name.split(',').collect();
-        let folder = sans[0].trim_start_matches("*.");
-        ca.write_certbot(dir, folder, &sans, 1)?;
-        println!("{}/live/{folder}/ ({})", dir.display(), sans.join(", "));
+fn dev_certs(dir: &std::path::Path, names: &[String]) -> Result<(), wsedge::run::RunError> {
+    for cert in wsedge::run::write_dev_certs(dir, names)? {
+        println!("{}/ ({})", cert.live.display(), cert.names.join(", "));
     }
     println!(
         "trust {}/ca.pem in your clients (e.g. curl --cacert)",

@@ -327,7 +327,7 @@ async fn a_panicking_connection_task_still_leaves_its_room() {
     let session = Session {
         registry: registry.clone(),
         room: room.clone(),
-        access: wsedge::rooms::auth::Access::ReadWrite,
+        access: wsedge::auth::Access::ReadWrite,
         guard: Arc::new(wsedge::config::Guard::default()),
         limits: wsedge::rooms::protocol::Limits {
             max_document: 1 << 20,

@@ -1,11 +1,14 @@
 //! `rooms.auth`: who may open a hosted socket — nobody checked (`none`), a signed token (`jwt`)
 //! or an HTTP endpoint asked like nginx's `auth_request` (`forward`). Checked at load time so a
-//! key that cannot verify anything, or an option the mode ignores, is refused by `check`.
+//! key that cannot verify anything, or an option the mode ignores, is refused by `check`; the
+//! key is parsed here, once. Used by `crate::auth`, which checks a handshake against it.
 
 use super::rooms::http_url;
 use super::units::ConfDuration;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// `auth = { … }` as written.
@@ -69,13 +72,65 @@ pub struct JwtAuth {
     pub issuer: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwtKey {
-    /// HS256 shared secret.
-    Secret(Vec<u8>),
-    /// PEM public key (RS256/RS384/RS512/PS*/ES256/ES384/EdDSA) read at load time.
-    Public { algorithm: String, pem: Vec<u8> },
+/// The key tokens are verified with: an HS256 shared secret, or a PEM public key
+/// (RS256/RS384/RS512/PS*/ES256/ES384/EdDSA) read at load time. Parsed once, here: a handshake
+/// only verifies.
+#[derive(Clone)]
+pub struct JwtKey {
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
 }
+
+impl JwtKey {
+    /// An HS256 shared secret.
+    pub fn secret(secret: &[u8]) -> JwtKey {
+        JwtKey {
+            algorithm: Algorithm::HS256,
+            key: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// A public key in PEM for `algorithm` (one of [`JWT_PUBLIC_ALGS`]).
+    pub fn public(algorithm: &str, pem: &[u8]) -> Result<JwtKey, String> {
+        let alg = Algorithm::from_str(algorithm).map_err(|e| e.to_string())?;
+        let key = match algorithm {
+            a if a.starts_with("RS") || a.starts_with("PS") => DecodingKey::from_rsa_pem(pem),
+            a if a.starts_with("ES") => DecodingKey::from_ec_pem(pem),
+            _ => DecodingKey::from_ed_pem(pem),
+        }
+        .map_err(|e| format!("not a {algorithm} public key in PEM: {e}"))?;
+        Ok(JwtKey {
+            algorithm: alg,
+            key,
+        })
+    }
+}
+
+/// Never the key material (a secret must not reach a log).
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same algorithm and key material.
+impl PartialEq for JwtKey {
+    fn eq(&self, other: &JwtKey) -> bool {
+        use jsonwebtoken::DecodingKeyKind::{RsaModulusExponent, SecretOrDer};
+        self.algorithm == other.algorithm
+            && match (self.key.kind(), other.key.kind()) {
+                (SecretOrDer(a), SecretOrDer(b)) => a == b,
+                (RsaModulusExponent { n, e }, RsaModulusExponent { n: n2, e: e2 }) => {
+                    n == n2 && e == e2
+                }
+                _ => false,
+            }
+    }
+}
+
+impl Eq for JwtKey {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardAuth {
@@ -84,7 +139,7 @@ pub struct ForwardAuth {
     pub timeout: Duration,
 }
 
-const JWT_PUBLIC_ALGS: [&str; 9] = [
+pub const JWT_PUBLIC_ALGS: [&str; 9] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 
@@ -173,7 +228,7 @@ fn jwt_key(a: &RawAuth) -> Result<JwtKey, Bad> {
                     "a secret means HS256; use public_key for other algorithms".into(),
                 ));
             }
-            Ok(JwtKey::Secret(s.as_bytes().to_vec()))
+            Ok(JwtKey::secret(s.as_bytes()))
         }
         (None, Some(path)) => {
             let algorithm = a.algorithm.clone().unwrap_or_else(|| "RS256".into());
@@ -189,13 +244,12 @@ fn jwt_key(a: &RawAuth) -> Result<JwtKey, Bad> {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            crate::rooms::auth::check_public_key(&algorithm, &pem).map_err(|why| {
+            JwtKey::public(&algorithm, &pem).map_err(|why| {
                 (
                     "auth.public_key".to_string(),
                     format!("{}: {why}", path.display()),
                 )
-            })?;
-            Ok(JwtKey::Public { algorithm, pem })
+            })
         }
         _ => Err((
             "auth".into(),

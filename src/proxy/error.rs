@@ -37,7 +37,7 @@ pub enum ProxyError {
     #[error("connection limit reached")]
     Full,
     #[error("room access refused: {0}")]
-    Access(crate::rooms::auth::Denied),
+    Access(crate::auth::Denied),
     /// The room's stored log could not be read (refused rather than started empty), or the
     /// route holds `max_rooms` rooms already.
     #[error("room unavailable: {0}")]
@@ -52,7 +52,7 @@ impl ProxyError {
             | ProxyError::BodyTooLarge(_)
             | ProxyError::TooMany { .. } => Culprit::Client,
             ProxyError::Full | ProxyError::RoomUnavailable(_) => Culprit::Us,
-            ProxyError::Access(crate::rooms::auth::Denied::Unavailable(..)) => Culprit::Upstream,
+            ProxyError::Access(crate::auth::Denied::Unavailable { .. }) => Culprit::Upstream,
             ProxyError::Access(_) => Culprit::Client,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(_)

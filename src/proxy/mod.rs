@@ -622,7 +622,7 @@ async fn rooms_upgrade(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (proxy, route) = (ctx.proxy, ctx.route);
     use crate::config::rooms::RoomAuth;
-    use crate::rooms::auth;
+    use crate::auth;
     use http_body_util::{BodyExt, Full};
     if !upgrade {
         let mut r = Response::new(

@@ -4,7 +4,7 @@
 //! `debounce(f, wait, {maxWait})` the Node server uses). Failures are logged; the room never
 //! waits for the endpoint.
 
-use super::auth::HttpClient;
+use crate::auth::HttpClient;
 use crate::clock::deadline;
 use crate::config::rooms::Callback;
 use bytes::Bytes;

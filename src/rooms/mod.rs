@@ -1,9 +1,8 @@
 //! Hosted Yjs rooms (y-websocket wire protocol): sync, updates, awareness (relay, cleanup on
 //! disconnect, 30 s expiry), persistence in one redb file with group commit, unloading after a
-//! grace time, y-websocket-server's HTTP callback, origin checks and JWT or forward auth with
-//! read-only access, all under the route's WebSocket guard.
+//! grace time, y-websocket-server's HTTP callback, all under the route's WebSocket guard. Who may
+//! join (origin, JWT or forward auth, read-only access) is decided by [`crate::auth`].
 
-pub mod auth;
 pub mod callback;
 pub mod feed;
 pub mod protocol;

@@ -3,12 +3,12 @@
 //! one snapshot, memory freed). `maintain` runs the store's group commit and expires stale
 //! awareness states.
 
-use super::auth::HttpClient;
 use super::callback;
 use super::feed::Feed;
 use super::protocol::Room;
 pub use super::room::RoomHandle;
 use super::store::{RoomStore, StoreError};
+use crate::auth::HttpClient;
 use crate::config::RoomsConfig;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -88,7 +88,7 @@ impl Registry {
             store,
             config: arc_swap::ArcSwap::from_pointee(config),
             sync_budget: (Semaphore::new(budget as usize), budget),
-            client: super::auth::http_client(),
+            client: crate::auth::http_client(),
             shutdown,
             label,
         }

@@ -6,10 +6,10 @@
 //! keeps is sent the whole document instead — nobody is closed for being slower than the room.
 //! Whole-document sends wait for room in the route's `sync_budget` first.
 
-use super::auth::Access;
 use super::feed::{Cursor, Read};
 use super::protocol::{Conn, Limits};
 use super::registry::{Registry, RoomHandle};
+use crate::auth::Access;
 use crate::config::Guard;
 use crate::ws::close;
 use crate::ws::conn::{Io, WsConn};

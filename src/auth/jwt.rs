@@ -1,71 +1,14 @@
-//! Who may open a room socket, decided before the upgrade: the `allowed_origins` check, signed
-//! tokens (JWT) and `forward` auth (an HTTP endpoint asked like nginx's `auth_request`).
+//! Signed tokens (JWT), verified with the route's key (parsed once, at config load).
 //!
 //! Token claims: `exp` (required), `nbf` (checked when present), `rooms` (list of room names; a
 //! trailing `*` makes a prefix pattern, `"*"` alone is every room), `access` (`"rw"`, the default,
 //! or `"ro"`), and `aud` / `iss` (required and matched when the route sets `audience` / `issuer`).
 
-use crate::config::rooms::{ForwardAuth, JwtAuth, JwtKey};
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use super::{Access, Denied};
+use crate::config::rooms::JwtAuth;
+use http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
-use std::str::FromStr;
-
-/// What an admitted connection may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    ReadWrite,
-    ReadOnly,
-}
-
-/// Why a connection was refused (the status it gets and the reason logged).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
-    /// 401: no credentials, or ones that do not verify (bad signature, expired, malformed).
-    #[error("unauthorized: {0}")]
-    Unauthorized(String),
-    /// 403: valid credentials that do not cover this room, or a foreign origin.
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    /// 502/504: the forward-auth endpoint failed.
-    #[error("auth endpoint failed: {0}")]
-    Unavailable(String, bool),
-}
-
-impl Denied {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Denied::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Denied::Forbidden(_) => StatusCode::FORBIDDEN,
-            Denied::Unavailable(_, true) => StatusCode::GATEWAY_TIMEOUT,
-            Denied::Unavailable(_, false) => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-/// Cross-site WebSocket hijacking guard: browsers always send `Origin`; when the route lists
-/// origins, a browser page from anywhere else is refused. Clients without `Origin` (native apps,
-/// Node) are not browsers and pass.
-pub fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), Denied> {
-    if allowed.is_empty() {
-        return Ok(());
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-        Ok(())
-    } else {
-        Err(Denied::Forbidden(format!(
-            "origin {origin:?} is not allowed"
-        )))
-    }
-}
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -120,33 +63,11 @@ pub fn find_token(cfg: &JwtAuth, query: Option<&str>, headers: &HeaderMap) -> Op
     None
 }
 
-fn decoding_key(algorithm: &str, pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
-    let alg = Algorithm::from_str(algorithm).map_err(|e| e.to_string())?;
-    let key = match algorithm {
-        a if a.starts_with("RS") || a.starts_with("PS") => DecodingKey::from_rsa_pem(pem),
-        a if a.starts_with("ES") => DecodingKey::from_ec_pem(pem),
-        _ => DecodingKey::from_ed_pem(pem),
-    }
-    .map_err(|e| format!("not a {algorithm} public key in PEM: {e}"))?;
-    Ok((key, alg))
-}
-
-/// Config-time check that a public key file is usable for `algorithm`.
-pub fn check_public_key(algorithm: &str, pem: &[u8]) -> Result<(), String> {
-    decoding_key(algorithm, pem).map(|_| ())
-}
-
 /// Verify a token for `room`: signature, `exp` and `nbf` (30 s leeway for clock skew), `aud` and
 /// `iss` when the route names them, the room claim.
 pub fn verify_jwt(cfg: &JwtAuth, token: &str, room: &str) -> Result<Access, Denied> {
-    let (key, alg) = match &cfg.key {
-        JwtKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256),
-        JwtKey::Public { algorithm, pem } => {
-            decoding_key(algorithm, pem).map_err(|e| Denied::Unavailable(e, false))?
-        }
-    };
-    let validation = validation(cfg, alg);
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+    let validation = validation(cfg, cfg.key.algorithm);
+    let data = jsonwebtoken::decode::<Claims>(token, &cfg.key.key, &validation)
         .map_err(|e| Denied::Unauthorized(format!("token refused: {e}")))?;
     let claims = data.claims;
     if !claims.rooms.iter().any(|p| room_matches(p, room)) {
@@ -183,101 +104,17 @@ fn validation(cfg: &JwtAuth, alg: Algorithm) -> Validation {
     v
 }
 
-/// The client the rooms use for forward auth and callbacks.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn http_client() -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    conn.set_nodelay(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(conn)
-}
-
-/// Headers the auth endpoint sees: the client's credentials. Not `Host`: the endpoint gets its
-/// own authority (set by the client from the URL) so a client cannot pick which name-based
-/// virtual host answers; the client's `Host` goes in `X-Forwarded-Host`.
-const FORWARDED: [header::HeaderName; 4] = [
-    header::COOKIE,
-    header::AUTHORIZATION,
-    header::ORIGIN,
-    header::USER_AGENT,
-];
-
-/// Ask the forward-auth endpoint: 2xx admits (read-only if it answers
-/// `X-Wsedge-Access: ro`), 401/403 are passed on, anything else is a 502 (504 on timeout).
-pub async fn forward(
-    client: &HttpClient,
-    cfg: &ForwardAuth,
-    headers: &HeaderMap,
-    original_uri: &str,
-    client_ip: std::net::IpAddr,
-    room: &str,
-) -> Result<Access, Denied> {
-    let mut req = http::Request::get(cfg.url.clone())
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| Denied::Unavailable(e.to_string(), false))?;
-    let h = req.headers_mut();
-    for name in FORWARDED {
-        for v in headers.get_all(&name) {
-            h.append(name.clone(), v.clone());
-        }
-    }
-    let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
-        if let Ok(v) = http::HeaderValue::from_str(v) {
-            h.insert(k, v);
-        }
-    };
-    set(h, "x-original-uri", original_uri);
-    set(h, "x-original-method", "GET");
-    set(h, "x-forwarded-for", &client_ip.to_canonical().to_string());
-    if let Some(host) = headers.get(header::HOST) {
-        h.insert("x-forwarded-host", host.clone());
-    }
-    let room_enc =
-        percent_encoding::utf8_percent_encode(room, percent_encoding::NON_ALPHANUMERIC).to_string();
-    set(h, "x-wsedge-room", &room_enc);
-    let resp = match tokio::time::timeout(cfg.timeout, client.request(req)).await {
-        Err(_) => {
-            return Err(Denied::Unavailable(
-                format!("{} did not answer within {:?}", cfg.url, cfg.timeout),
-                true,
-            ));
-        }
-        Ok(Err(e)) => return Err(Denied::Unavailable(format!("{}: {e}", cfg.url), false)),
-        Ok(Ok(r)) => r,
-    };
-    let status = resp.status();
-    let read_only = resp
-        .headers()
-        .get("x-wsedge-access")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("ro") || v.eq_ignore_ascii_case("read-only"));
-    // Drain (bounded) so the pooled connection can be reused.
-    let _ = tokio::time::timeout(cfg.timeout, resp.into_body().collect()).await;
-    match status.as_u16() {
-        200..=299 if read_only => Ok(Access::ReadOnly),
-        200..=299 => Ok(Access::ReadWrite),
-        401 => Err(Denied::Unauthorized(format!("{} answered 401", cfg.url))),
-        403 => Err(Denied::Forbidden(format!("{} answered 403", cfg.url))),
-        s => Err(Denied::Unavailable(
-            format!("{} answered {s} (expected 2xx, 401 or 403)", cfg.url),
-            false,
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rooms::JwtKey;
     use jsonwebtoken::{EncodingKey, Header, encode};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn cfg() -> JwtAuth {
         JwtAuth {
-            key: JwtKey::Secret(SECRET.to_vec()),
+            key: JwtKey::secret(SECRET),
             query: "token".into(),
             cookie: Some("yjs".into()),
             audience: Vec::new(),
@@ -465,23 +302,5 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "a=b; yjs=cookietoken".parse().unwrap());
         assert_eq!(find_token(&c, None, &h).as_deref(), Some("cookietoken"));
-    }
-
-    #[test]
-    fn origins() {
-        let allowed = vec!["https://app.example.com".to_string()];
-        let mut h = HeaderMap::new();
-        assert!(
-            check_origin(&allowed, &h).is_ok(),
-            "no Origin: not a browser"
-        );
-        h.insert(header::ORIGIN, "https://APP.example.com".parse().unwrap());
-        assert!(check_origin(&allowed, &h).is_ok());
-        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(matches!(
-            check_origin(&allowed, &h),
-            Err(Denied::Forbidden(_))
-        ));
-        assert!(check_origin(&[], &h).is_ok());
     }
 }
