@@ -1,6 +1,7 @@
 //! The admin listener (default `127.0.0.1:9090`, never a public port): `/metrics` (Prometheus
-//! text), `/healthz` (the process answers) and `/readyz` (listeners up, certificates loaded,
-//! room stores open, not shutting down).
+//! text, gathered here from the proxy, its rooms and the certificate store), `/healthz` (the
+//! process answers) and `/readyz` (listeners up, certificates loaded, not shutting down). Room
+//! stores need no check: the server does not start, and a reload is refused, without them.
 
 use crate::proxy::Proxy;
 use crate::tls::CertStore;
@@ -24,21 +25,103 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
+/// `/metrics`: bring the values other modules keep (guard and admission counters, loaded rooms,
+/// store sizes, certificates) into the registry, then encode it.
+fn metrics(proxy: &Proxy, certs: &CertStore) -> String {
+    use crate::metrics::{get, labels, sync};
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = get();
+    let g = &proxy.guard_stats;
+    for (reason, v) in [
+        ("heartbeat", &g.heartbeat_closes),
+        ("idle", &g.idle_closes),
+        ("too_big", &g.too_big_closes),
+        ("rate_limit", &g.rate_closes),
+        ("slow_reader", &g.slow_reader_closes),
+        ("protocol", &g.protocol_closes),
+    ] {
+        sync(
+            &m.guard_closes,
+            labels([("reason", reason)]),
+            v.load(Relaxed),
+        );
+    }
+    let state = proxy.state();
+    let a = &state.admission.stats;
+    for (limit, v) in [
+        ("messages_per_sec", &g.messages_rate_hits),
+        ("bytes_per_sec", &g.bytes_rate_hits),
+        ("new_per_ip", &a.rate_limited),
+        ("concurrent_per_ip", &a.per_ip_limited),
+        ("concurrent_total", &a.total_limited),
+    ] {
+        sync(
+            &m.rate_limit_hits,
+            labels([("limit", limit)]),
+            v.load(Relaxed),
+        );
+    }
+    for (action, v) in [
+        ("close", &g.rate_closes),
+        ("drop", &g.rate_drops),
+        ("throttle", &g.rate_throttles),
+    ] {
+        sync(
+            &m.rate_limit_actions,
+            labels([("action", action)]),
+            v.load(Relaxed),
+        );
+    }
+    let buckets: [(&str, usize, usize); 5] = [
+        ("0", 0, 0),
+        ("1", 1, 1),
+        ("2-10", 2, 10),
+        ("11-100", 11, 100),
+        ("101+", 101, usize::MAX),
+    ];
+    for (route, reg) in state.rooms_routes() {
+        m.rooms_loaded
+            .get_or_create(&labels([("route", &route)]))
+            .set(reg.len() as i64);
+        let counts = reg.connection_counts();
+        for (name, lo, hi) in buckets {
+            let n = counts.iter().filter(|c| **c >= lo && **c <= hi).count();
+            m.rooms_by_connections
+                .get_or_create(&labels([("route", &route), ("connections", name)]))
+                .set(n as i64);
+        }
+        if let Some((path, size)) = reg.store_size() {
+            m.store_bytes
+                .get_or_create(&labels([("path", &path)]))
+                .set(size as i64);
+        }
+    }
+    for (name, _, not_after) in certs.expiry() {
+        m.certificate_expiry
+            .get_or_create(&labels([("name", &name)]))
+            .set(not_after);
+    }
+    for (result, v) in [
+        ("ok", &certs.stats.reloads),
+        ("failed", &certs.stats.failures),
+    ] {
+        sync(
+            &m.reloads,
+            labels([("what", "certificates"), ("result", result)]),
+            v.load(Relaxed),
+        );
+    }
+    crate::metrics::render()
+}
+
 /// Why the server is not ready, if it is not.
-pub fn not_ready(proxy: &Proxy, certs: &CertStore, shutdown: &CancellationToken) -> Vec<String> {
+fn not_ready(certs: &CertStore, shutdown: &CancellationToken) -> Vec<String> {
     let mut why = Vec::new();
     if shutdown.is_cancelled() {
         why.push("shutting down".to_string());
     }
     if !certs.has_any() {
         why.push("no certificate loaded".to_string());
-    }
-    for reg in proxy.registries() {
-        if let Some(path) = &reg.config().store
-            && reg.store.is_none()
-        {
-            why.push(format!("room store {} not open", path.display()));
-        }
     }
     why
 }
@@ -57,11 +140,11 @@ fn answer(
         "/metrics" => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::render(proxy, certs),
+            metrics(proxy, certs),
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => {
-            let why = not_ready(proxy, certs, shutdown);
+            let why = not_ready(certs, shutdown);
             if why.is_empty() {
                 text(StatusCode::OK, PLAIN, "ready\n".into())
             } else {

@@ -1,6 +1,7 @@
-//! Process metrics in the Prometheus text format (prometheus-client). Live counters are updated
-//! where things happen; values other modules already keep (guard and admission counters, rooms,
-//! certificates) are copied in at scrape time by [`render`].
+//! Process metrics in the Prometheus text format (prometheus-client): the registry and the
+//! helpers that update it. A leaf: it knows none of the modules that count. Live counters are
+//! updated where things happen; values other modules already keep (guard and admission
+//! counters, rooms, certificates) are copied in at scrape time by `admin` (with [`sync`]).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -193,14 +194,6 @@ pub fn room_refusal(route: &str, reason: &str) {
         .inc();
 }
 
-/// A route's label: `host/path` or the path alone.
-pub fn route_label(r: &crate::config::RouteConfig) -> String {
-    match &r.host {
-        Some(h) => format!("{h}{}", r.path),
-        None => r.path.clone(),
-    }
-}
-
 /// Counts a connection as open until dropped.
 /// Holds the gauge itself (a shared handle), not its labels: one per open connection.
 pub struct OpenGuard(Gauge);
@@ -244,8 +237,9 @@ pub fn observe(h: &Hist, l: &Labels, d: Duration) {
     h.get_or_create(l).observe(d.as_secs_f64());
 }
 
-/// Raise a counter to `total` (a value another module counts monotonically).
-fn sync(c: &Family<Labels, Counter>, l: Labels, total: u64) {
+/// Raise a counter to `total`, a value another module counts monotonically (copied in at
+/// scrape time).
+pub fn sync(c: &Family<Labels, Counter>, l: Labels, total: u64) {
     let c = c.get_or_create(&l);
     let now = c.get();
     if total > now {
@@ -253,92 +247,11 @@ fn sync(c: &Family<Labels, Counter>, l: Labels, total: u64) {
     }
 }
 
-/// Bring the scrape-time values up to date and encode everything.
-pub fn render(proxy: &crate::proxy::Proxy, certs: &crate::tls::CertStore) -> String {
-    let m = get();
-    let g = &proxy.guard_stats;
-    use std::sync::atomic::Ordering::Relaxed;
-    for (reason, v) in [
-        ("heartbeat", &g.heartbeat_closes),
-        ("idle", &g.idle_closes),
-        ("too_big", &g.too_big_closes),
-        ("rate_limit", &g.rate_closes),
-        ("slow_reader", &g.slow_reader_closes),
-        ("protocol", &g.protocol_closes),
-    ] {
-        sync(
-            &m.guard_closes,
-            labels([("reason", reason)]),
-            v.load(Relaxed),
-        );
-    }
-    let state = proxy.state();
-    let a = &state.admission.stats;
-    for (limit, v) in [
-        ("messages_per_sec", &g.messages_rate_hits),
-        ("bytes_per_sec", &g.bytes_rate_hits),
-        ("new_per_ip", &a.rate_limited),
-        ("concurrent_per_ip", &a.per_ip_limited),
-        ("concurrent_total", &a.total_limited),
-    ] {
-        sync(
-            &m.rate_limit_hits,
-            labels([("limit", limit)]),
-            v.load(Relaxed),
-        );
-    }
-    for (action, v) in [
-        ("close", &g.rate_closes),
-        ("drop", &g.rate_drops),
-        ("throttle", &g.rate_throttles),
-    ] {
-        sync(
-            &m.rate_limit_actions,
-            labels([("action", action)]),
-            v.load(Relaxed),
-        );
-    }
-    let buckets: [(&str, usize, usize); 5] = [
-        ("0", 0, 0),
-        ("1", 1, 1),
-        ("2-10", 2, 10),
-        ("11-100", 11, 100),
-        ("101+", 101, usize::MAX),
-    ];
-    for (route, reg) in state.rooms_routes() {
-        m.rooms_loaded
-            .get_or_create(&labels([("route", &route)]))
-            .set(reg.len() as i64);
-        let counts = reg.connection_counts();
-        for (name, lo, hi) in buckets {
-            let n = counts.iter().filter(|c| **c >= lo && **c <= hi).count();
-            m.rooms_by_connections
-                .get_or_create(&labels([("route", &route), ("connections", name)]))
-                .set(n as i64);
-        }
-        if let Some((path, size)) = reg.store_size() {
-            m.store_bytes
-                .get_or_create(&labels([("path", &path)]))
-                .set(size as i64);
-        }
-    }
-    for (name, _, not_after) in certs.expiry() {
-        m.certificate_expiry
-            .get_or_create(&labels([("name", &name)]))
-            .set(not_after);
-    }
-    sync(
-        &m.reloads,
-        labels([("what", "certificates"), ("result", "ok")]),
-        certs.stats.reloads.load(Relaxed),
-    );
-    sync(
-        &m.reloads,
-        labels([("what", "certificates"), ("result", "failed")]),
-        certs.stats.failures.load(Relaxed),
-    );
+/// Everything, in the OpenMetrics text format (the caller brings scrape-time values up to date
+/// first: `admin` does).
+pub fn render() -> String {
     let mut out = String::new();
-    if encode(&mut out, &m.registry).is_err() {
+    if encode(&mut out, &get().registry).is_err() {
         out.clear();
     }
     out

@@ -51,3 +51,34 @@ async fn shutdown_finishes_requests_and_sends_1001() {
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(edge.http).await.is_err());
 }
+
+/// A room callback still being debounced when shutdown starts is sent before shutdown returns:
+/// the registry's tasks run inside the grace period.
+#[tokio::test]
+async fn a_pending_room_callback_is_sent_within_the_grace() {
+    let (cb, mut posts) = common::hooks::http_endpoint(|_| (200, None)).await;
+    let mut edge = Edge::start(
+        "shutdown_grace = \"5s\"",
+        &format!(
+            "[[route]]\npath = \"/wss\"\nplain_http = true\n[route.rooms]\nstore = \"memory\"\n\
+             callback = {{ url = \"http://{cb}/doc\", debounce_wait = \"60s\", debounce_maxwait = \"60s\", objects = {{ t = \"Text\" }} }}\n"
+        ),
+    )
+    .await;
+    let mut a = common::yclient::YClient::connect(&edge, "/wss/pending", &[])
+        .await
+        .unwrap();
+    assert!(a.edit_acked("kept").await, "the edit was applied");
+    assert!(posts.try_recv().is_err(), "debounced for a minute");
+    let started = std::time::Instant::now();
+    assert!(edge.shutdown().await, "everything finished inside the grace");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (_, body) = posts
+        .try_recv()
+        .expect("the pending callback was sent before shutdown returned");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"room": "pending", "data": {"t": {"type": "Text", "content": "kept"}}})
+    );
+}

@@ -1,13 +1,15 @@
 //! Rooms by name. A room is created on first join (loaded from the store), shared by all its
 //! connections, and unloaded `unload_after` its last connection left (its log compacted into
 //! one snapshot, memory freed). `maintain` runs the store's group commit and expires stale
-//! awareness states.
+//! awareness states. The registry's own tasks (room callbacks, unload timers) are tracked, and
+//! `maintain`, which the server's tracker holds, ends only after them: the shutdown grace
+//! covers a callback still pending.
 
 use super::callback;
 use super::feed::Feed;
 use super::protocol::Room;
 pub use super::room::RoomHandle;
-use super::store::{RoomStore, StoreError};
+use super::store::{MemoryStore, RoomStore, StoreError};
 use crate::auth::HttpClient;
 use crate::config::RoomsConfig;
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often stale awareness states are looked for (at most; more often for short timeouts).
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
@@ -24,6 +27,10 @@ const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 pub struct Registry {
     rooms: Mutex<HashMap<String, Slot>>,
     loaded: AtomicUsize,
+    /// Where the rooms persist: the route's store file, or [`MemoryStore`] (nothing kept).
+    backend: Arc<dyn RoomStore>,
+    /// The route's store file, if it has one (the same store as `backend`): a reload that keeps
+    /// the file hands it to the route's next registry.
     pub store: Option<Arc<dyn RoomStore>>,
     /// Replaced by a config reload; read per connection.
     config: arc_swap::ArcSwap<RoomsConfig>,
@@ -33,6 +40,8 @@ pub struct Registry {
     /// Forward auth and callbacks.
     pub client: HttpClient,
     shutdown: CancellationToken,
+    /// The rooms' callback tasks and unload timers; waited for by `maintain` at shutdown.
+    tasks: TaskTracker,
     /// The route's metrics label (its connections share it).
     pub label: String,
 }
@@ -85,11 +94,15 @@ impl Registry {
         Registry {
             rooms: Mutex::default(),
             loaded: AtomicUsize::new(0),
+            backend: store
+                .clone()
+                .unwrap_or_else(|| Arc::new(MemoryStore) as Arc<dyn RoomStore>),
             store,
             config: arc_swap::ArcSwap::from_pointee(config),
             sync_budget: (Semaphore::new(budget as usize), budget),
             client: crate::auth::http_client(),
             shutdown,
+            tasks: TaskTracker::new(),
             label,
         }
     }
@@ -156,11 +169,8 @@ impl Registry {
     /// Read and rebuild a room from the store (off the runtime workers: a large document takes
     /// a while), with whether its log may be compacted.
     async fn load(&self, name: &str) -> Result<(Room, bool), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok((Room::default(), true));
-        };
         let refused = |reason: &str| crate::metrics::room_refusal(&self.label, reason);
-        let (store, n) = (store.clone(), name.to_string());
+        let (store, n) = (self.backend.clone(), name.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             store.load(&n).map(|rows| Room::from_updates(&rows))
         })
@@ -195,7 +205,7 @@ impl Registry {
             room: std::sync::Mutex::new(room),
             feed: Feed::new(backlog),
             resync: std::sync::Mutex::new((u64::MAX, std::sync::Weak::<[Bytes; 0]>::new())),
-            store: self.store.clone(),
+            store: self.backend.clone(),
             compactable,
             route: Arc::from(self.label.as_str()),
             size_hint: AtomicU64::new(size),
@@ -205,11 +215,12 @@ impl Registry {
             stop: CancellationToken::new(),
         });
         if let (Some(cfg), Some(changed)) = (&config.callback, &h.changed) {
-            tokio::spawn(run_callback(
+            self.tasks.spawn(run_callback(
                 h.clone(),
                 changed.clone(),
                 cfg.clone(),
                 self.client.clone(),
+                self.shutdown.clone(),
             ));
         }
         h
@@ -222,7 +233,7 @@ impl Registry {
         }
         let generation = h.generation.load(Ordering::Relaxed);
         let (registry, h) = (self.clone(), h.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::select! {
                 _ = registry.shutdown.cancelled() => {}
                 _ = tokio::time::sleep(registry.config().unload_after) => {
@@ -256,22 +267,20 @@ impl Registry {
             _done: done,
             armed: true,
         };
-        if let Some(store) = self.store.clone() {
-            let name = h.name.clone();
-            let compactable = h.compactable;
-            // Under the room lock (the snapshot is queued after every update it holds), off the
-            // runtime workers (a large document takes a while to encode).
-            h.with(move |room| {
-                if compactable && store.rows(&name) > 1 {
-                    // Next load reads one row instead of the whole log.
-                    if let Some(Err(e)) = room.try_snapshot().map(|s| store.replace(&name, s)) {
-                        tracing::error!(room = %name, error = %e, "cannot compact room log");
-                    }
+        let (store, name) = (self.backend.clone(), h.name.clone());
+        let compactable = h.compactable;
+        // Under the room lock (the snapshot is queued after every update it holds), off the
+        // runtime workers (a large document takes a while to encode).
+        h.with(move |room| {
+            if compactable && store.rows(&name) > 1 {
+                // Next load reads one row instead of the whole log.
+                if let Some(Err(e)) = room.try_snapshot().map(|s| store.replace(&name, s)) {
+                    tracing::error!(room = %name, error = %e, "cannot compact room log");
                 }
-                store.unload(&name);
-            })
-            .await;
-        }
+            }
+            store.unload(&name);
+        })
+        .await;
         h.stop.cancel();
         tracing::debug!(room = %h.name, "room unloaded");
         // `_busy` frees the slot: the next join loads the room afresh.
@@ -311,23 +320,23 @@ impl Registry {
 
     /// Commit the store's queued updates now (shutdown calls this after the connections ended).
     pub fn flush(&self) {
-        if let Some(store) = &self.store {
-            let started = std::time::Instant::now();
-            match store.flush() {
-                Ok(0) => {}
-                Ok(n) => {
-                    let m = crate::metrics::get();
-                    let l = crate::metrics::labels([("path", store.name())]);
-                    crate::metrics::observe(&m.store_flush_seconds, &l, started.elapsed());
-                    m.store_flush_operations.get_or_create(&l).observe(n as f64);
-                    tracing::debug!(operations = n, "room store flushed");
-                }
-                Err(e) => tracing::error!(error = %e, "room store flush failed"),
+        let started = std::time::Instant::now();
+        match self.backend.flush() {
+            Ok(0) => {}
+            Ok(n) => {
+                let m = crate::metrics::get();
+                let l = crate::metrics::labels([("path", self.backend.name())]);
+                crate::metrics::observe(&m.store_flush_seconds, &l, started.elapsed());
+                m.store_flush_operations.get_or_create(&l).observe(n as f64);
+                tracing::debug!(operations = n, "room store flushed");
             }
+            Err(e) => tracing::error!(error = %e, "room store flush failed"),
         }
     }
 
-    /// Group commit every `flush_interval`, awareness expiry every few seconds; until shutdown.
+    /// Group commit every `flush_interval` (routes with a store file), awareness expiry every
+    /// few seconds; until shutdown, then until the registry's tasks have ended (a pending
+    /// callback is sent).
     pub async fn maintain(self: Arc<Self>) {
         let mut flush = tokio::time::interval(self.config().flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,7 +344,11 @@ impl Registry {
             tokio::time::interval(AWARENESS_SWEEP.min(self.config().awareness_timeout / 4));
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => {
+                    self.tasks.close();
+                    self.tasks.wait().await;
+                    return;
+                }
                 _ = flush.tick(), if self.store.is_some() => {
                     let r = self.clone();
                     let _ = tokio::task::spawn_blocking(move || r.flush()).await;
@@ -364,12 +377,14 @@ impl Registry {
     }
 }
 
-/// One room's callback: debounce its changes and POST the configured objects.
+/// One room's callback: debounce its changes and POST the configured objects; when the room
+/// unloads or the server shuts down, what is pending is sent at once and the task ends.
 async fn run_callback(
     h: Arc<RoomHandle>,
     changed: Arc<Notify>,
     cfg: crate::config::rooms::Callback,
     client: HttpClient,
+    shutdown: CancellationToken,
 ) {
     let mut d = callback::Debounce::new(cfg.debounce_wait, cfg.debounce_maxwait);
     loop {
@@ -387,6 +402,7 @@ async fn run_callback(
             }
             _ = sleep => false,
             _ = h.stop.cancelled() => true,
+            _ = shutdown.cancelled() => true,
         };
         if d.due().is_some() {
             d.fired();

@@ -43,7 +43,7 @@ pub struct RoomHandle {
     /// The last whole-document resync, while some connection still sends it: connections that
     /// fall behind at the same point share one encoding.
     pub(super) resync: Mutex<(u64, Weak<[Bytes]>)>,
-    pub(super) store: Option<Arc<dyn RoomStore>>,
+    pub(super) store: Arc<dyn RoomStore>,
     /// False when stored rows could not be applied at load: the log is then never compacted
     /// (a snapshot would drop those rows for good); they stay for an operator to look at.
     pub(super) compactable: bool,
@@ -84,33 +84,31 @@ impl RoomHandle {
                 Out::Broadcast(f) => self.feed.publish(Bytes::from(f)),
                 Out::Snapshot(snapshot) => {
                     changed = true;
-                    if let Some(store) = &self.store {
-                        // A room whose log holds unreadable rows keeps them: appended instead.
-                        let r = if self.compactable {
-                            store.replace(&self.name, snapshot)
-                        } else {
-                            store.append(&self.name, &snapshot).map(|_| ())
-                        };
-                        if let Err(e) = r {
-                            tracing::error!(room = %self.name, error = %e, "cannot queue room snapshot");
-                        }
+                    let store = &self.store;
+                    // A room whose log holds unreadable rows keeps them: appended instead.
+                    let r = if self.compactable {
+                        store.replace(&self.name, snapshot)
+                    } else {
+                        store.append(&self.name, &snapshot).map(|_| ())
+                    };
+                    if let Err(e) = r {
+                        tracing::error!(room = %self.name, error = %e, "cannot queue room snapshot");
                     }
                 }
                 Out::Persist(u) => {
                     changed = true;
-                    if let Some(store) = &self.store {
-                        match store.append(&self.name, &u) {
-                            Ok(true) if self.compactable => {
-                                if let Some(Err(e)) =
-                                    room.try_snapshot().map(|s| store.replace(&self.name, s))
-                                {
-                                    tracing::error!(room = %self.name, error = %e, "cannot compact room log");
-                                }
+                    let store = &self.store;
+                    match store.append(&self.name, &u) {
+                        Ok(true) if self.compactable => {
+                            if let Some(Err(e)) =
+                                room.try_snapshot().map(|s| store.replace(&self.name, s))
+                            {
+                                tracing::error!(room = %self.name, error = %e, "cannot compact room log");
                             }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::error!(room = %self.name, error = %e, "cannot queue room update")
-                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(room = %self.name, error = %e, "cannot queue room update")
                         }
                     }
                 }
@@ -213,10 +211,7 @@ impl RoomHandle {
             m.iter()
                 .any(|m| matches!(m, super::wire::Msg::SyncStep1(_)))
         });
-        let compaction_due = self
-            .store
-            .as_ref()
-            .is_some_and(|s| s.rows(&self.name) + 1 >= super::store::COMPACT_AT);
+        let compaction_due = self.store.rows(&self.name) + 1 >= super::store::COMPACT_AT;
         sync_request || compaction_due || size + frame.len() as u64 > limits.max_document
     }
 

@@ -10,8 +10,10 @@
 //!   (each append goes after the last row actually stored);
 //! - a failed `flush` keeps what it could not commit for the next one.
 
+mod memory;
 mod redb;
 
+pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 
 /// Rows a room's log may grow to before it is compacted into a snapshot.
@@ -25,7 +27,8 @@ pub enum StoreError {
     NotLoaded { path: String, room: String },
 }
 
-/// A room store (redb in production; tests wrap one to fail on demand).
+/// A room store: a redb file ([`RedbStore`]) or nothing kept ([`MemoryStore`]); tests wrap the
+/// redb one to fail on demand. Rooms reach their store only through this trait.
 pub trait RoomStore: Send + Sync {
     /// What logs and metrics call it (the file path).
     fn name(&self) -> &str;
