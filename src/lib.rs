@@ -1,24 +1,37 @@
 //! wsedge: a TLS-terminating edge proxy specialised for WebSockets.
 //!
-//! The map (each module is one box of the request flow):
-//! - [`config`]: TOML -> raw structs (unknown fields refused) -> validated, frozen [`config::Config`].
-//! - [`tls`]: certificates from certbot's CERTDIR, chosen by SNI (self-signed fallback).
-//! - [`server`]: listeners (:80 plain, :443 TLS with ALPN h2/http1.1), accept loop, shutdown.
+//! The map (each module is one box of the request flow). Dependencies point down the list, with
+//! one exception left: `proxy::websocket` uses `server::framing` (to move into `proxy`).
+//! `config` and `metrics` import nothing of ours.
+//! - `main.rs` (the binary): the command line only (`run`, `check`, `dev-certs`) -> [`run`].
+//! - [`run`]: what `wsedge run` does once the config is loaded: start the server, sd_notify,
+//!   signals (SIGHUP reloads config and certificates, SIGTERM/SIGINT shut down); `dev-certs`.
+//! - [`server`]: listeners (:80 plain, :443 TLS with ALPN h2/http1.1), accept loop, per-connection
+//!   serving, shutdown (one token, one tracker, one grace deadline).
+//! - `admin`: the admin listener (`/metrics`, gathered there from the proxy, rooms and
+//!   certificates; `/healthz`, `/readyz`).
 //! - [`proxy`]: route table (host, path prefix), hop-by-hop rules, HTTP forwarding to pooled
-//!   HTTP/1.1 upstreams, WebSocket handshake forwarding.
+//!   HTTP/1.1 upstreams, WebSocket handshake forwarding, and the hosted rooms' handshake (426,
+//!   key, origin, admission, auth, 101, tracked spawn).
+//! - [`auth`]: who may open a hosted socket, for any hosted service: origin check, JWT (key
+//!   parsed at config load), forward auth.
+//! - [`rooms`]: hosted Yjs rooms: `wire` pre-validates every payload (bounded nesting and
+//!   counts) before yrs decodes it, `protocol` is the y-websocket protocol sans-IO, `room` one
+//!   loaded room (its lock, heavy frames on the blocking pool), `registry` (rooms by name, their
+//!   callback tasks and unload timers), `socket` (the connection, under its own copy of the
+//!   guard), `store` (a trait; redb and memory backends), `callback`.
 //! - [`ws`]: the sans-IO frame scanner and the frame-aware relay between client and upstream,
 //!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in;
 //!   `ws::conn`, the server end of WebSockets wsedge terminates itself (rooms): message
 //!   decoding without a buffer held while idle.
-//! - [`clock`]: timer deadlines built with saturating arithmetic (no `Instant + Duration` panic).
-//! - [`limits`]: WebSocket admission (handshake rates, per-IP and total caps, client IP from
+//! - `limits`: WebSocket admission (handshake rates, per-IP and total caps, client IP from
 //!   trusted proxies).
-//! - [`rooms`]: hosted Yjs rooms: `wire` pre-validates every payload (bounded nesting and
-//!   counts) before yrs decodes it, `protocol` is the y-websocket protocol sans-IO, `room` one
-//!   loaded room (its lock, heavy frames on the blocking pool), registry, socket side under the
-//!   guard, `store` (a trait; redb), auth, callback.
-//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`); [`metrics`] holds the
-//!   counters; [`systemd`] speaks sd_notify (ready, reloading, stopping, watchdog).
+//! - [`tls`]: certificates from certbot's CERTDIR, chosen by SNI (self-signed fallback).
+//! - [`config`]: TOML -> raw structs (unknown fields refused) -> validated, frozen
+//!   [`config::Config`] (keys parsed once).
+//! - `clock`: timer deadlines built with saturating arithmetic (no `Instant + Duration` panic).
+//! - `metrics`: the registry and its helpers (a leaf); `systemd`: sd_notify (ready, reloading,
+//!   stopping, watchdog).
 //! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`, shared with `cargo test`.
 //!
 //! Reload: SIGHUP -> `config::Config::load` (same as `check`) -> `server::Running::reload` swaps
@@ -29,24 +42,25 @@
 //! `plain_http` routes; the rest is redirected) -> plain HTTP is streamed to the upstream pool;
 //! a WebSocket upgrade is admitted by `limits`, forwarded to the upstream, both 101s are relayed
 //! and `ws::relay` pumps frames both ways until a close, a death, a guard limit, or shutdown.
-//! A rooms route answers the upgrade itself (auth, origin, admission), joins the room in its
-//! registry (503 if its stored log cannot be read) and `rooms::socket` runs the connection over
-//! `ws::conn`: the welcome, then client frames into the room (validated whole, then applied,
-//! stored and broadcast under the room lock) and the room's fan-out (batched) back out.
+//! A rooms route answers the upgrade itself (origin and credentials by `auth`, admission), joins
+//! the room in its registry (503 if its stored log cannot be read) and `rooms::socket` runs the
+//! connection over `ws::conn`: the welcome, then client frames into the room (validated whole,
+//! then applied, stored and broadcast under the room lock) and the room's fan-out (batched)
+//! back out.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod limits;
-pub mod metrics;
+pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod proxy;
 pub mod rooms;
 pub mod run;
 pub mod server;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod tls;
 pub mod ws;

@@ -83,25 +83,6 @@ pub struct AdmissionStats {
     pub total_limited: AtomicU64,
 }
 
-impl AdmissionStats {
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            (
-                "wsedge_ws_handshakes_rate_limited_total",
-                self.rate_limited.load(Ordering::Relaxed),
-            ),
-            (
-                "wsedge_ws_handshakes_per_ip_limited_total",
-                self.per_ip_limited.load(Ordering::Relaxed),
-            ),
-            (
-                "wsedge_ws_handshakes_total_limited_total",
-                self.total_limited.load(Ordering::Relaxed),
-            ),
-        ]
-    }
-}
-
 #[derive(Default)]
 struct Counts {
     total: u32,
@@ -258,17 +239,13 @@ impl Admission {
     }
 
     /// Rate-limiter keys currently held (to show eviction keeps memory bounded).
-    pub fn tracked_keys(&self) -> usize {
+    #[cfg(test)]
+    fn tracked_keys(&self) -> usize {
         std::iter::once(self.global_new.as_ref())
             .chain(self.route_new.iter().map(Option::as_ref))
             .flatten()
             .map(|l| l.len())
             .sum()
-    }
-
-    /// Open WebSockets admitted and not yet finished.
-    pub fn open(&self) -> u32 {
-        self.counts.lock().map(|c| c.total).unwrap_or(0)
     }
 }
 

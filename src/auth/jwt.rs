@@ -19,7 +19,7 @@ struct Claims {
 }
 
 /// Does `pattern` (exact, `prefix*`, or `*`) cover `room`?
-pub fn room_matches(pattern: &str, room: &str) -> bool {
+fn room_matches(pattern: &str, room: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => room.starts_with(prefix),
         None => pattern == room,

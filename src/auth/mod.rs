@@ -6,8 +6,8 @@
 mod forward;
 mod jwt;
 
-pub use forward::{HttpClient, forward, http_client};
-pub use jwt::{find_token, room_matches, verify_jwt};
+pub(crate) use forward::{HttpClient, forward, http_client};
+pub(crate) use jwt::{find_token, verify_jwt};
 
 use http::{HeaderMap, StatusCode, header};
 
@@ -48,7 +48,7 @@ impl Denied {
 /// Cross-site WebSocket hijacking guard: browsers always send `Origin`; when the route lists
 /// origins, a browser page from anywhere else is refused. Clients without `Origin` (native apps,
 /// Node) are not browsers and pass.
-pub fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), Denied> {
+pub(crate) fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), Denied> {
     if allowed.is_empty() {
         return Ok(());
     }

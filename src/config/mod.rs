@@ -118,14 +118,6 @@ pub struct RouteConfig {
     pub guard: std::sync::Arc<Guard>,
 }
 
-/// A route's name in metrics labels and logs: `host/path`, or the path alone.
-pub fn route_label(r: &RouteConfig) -> String {
-    match &r.host {
-        Some(h) => format!("{h}{}", r.path),
-        None => r.path.clone(),
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum RouteAction {
     Upstream(Upstream),

@@ -174,7 +174,7 @@ impl State {
                                 (**c).clone(),
                                 store,
                                 shutdown.clone(),
-                                crate::config::route_label(r),
+                                crate::proxy::routes::route_label(r),
                             )))
                         }
                     }
@@ -201,7 +201,7 @@ impl State {
         self.routes
             .entries()
             .filter_map(|(r, t)| match &t.kind {
-                RouteTarget::Rooms(reg) => Some((crate::config::route_label(r), reg.clone())),
+                RouteTarget::Rooms(reg) => Some((crate::proxy::routes::route_label(r), reg.clone())),
                 RouteTarget::Upstream(_) => None,
             })
             .collect()
@@ -425,7 +425,7 @@ impl Proxy {
             conn,
         };
         let m = crate::metrics::get();
-        let label = crate::config::route_label(route);
+        let label = crate::proxy::routes::route_label(route);
         use crate::metrics::labels as l;
         let started = Instant::now();
         let result = match &target.kind {

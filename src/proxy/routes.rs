@@ -12,6 +12,14 @@ pub struct RouteTable<T> {
     any: Vec<(RouteConfig, Arc<T>)>,
 }
 
+/// A route's name in metrics labels: `host/path`, or the path alone.
+pub fn route_label(r: &RouteConfig) -> String {
+    match &r.host {
+        Some(h) => format!("{h}{}", r.path),
+        None => r.path.clone(),
+    }
+}
+
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;

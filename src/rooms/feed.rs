@@ -120,7 +120,7 @@ impl Feed {
     }
 
     /// Append one frame for every reader (call under the room lock).
-    pub fn publish(&self, frame: Bytes) {
+    pub(crate) fn publish(&self, frame: Bytes) {
         {
             let mut log = self.lock();
             let seq = log.next;
@@ -136,7 +136,7 @@ impl Feed {
 
     /// The sequence number the next entry will get: where a reader that has just been sent the
     /// whole document continues (read under the room lock, like [`Feed::publish`]).
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.lock().next
     }
 
@@ -289,14 +289,9 @@ impl Cursor {
 
     /// This reader was sent the whole document when the feed was at `seq` (see
     /// [`Feed::next_seq`]).
-    pub fn resynced(&mut self, seq: u64) {
+    pub(crate) fn resynced(&mut self, seq: u64) {
         self.next = seq;
         self.feed.lock().cursors[self.slot] = Some(seq);
-    }
-
-    /// Whether entries were appended since the last read.
-    pub fn has_news(&self) -> bool {
-        self.rx.has_changed().unwrap_or(false)
     }
 
     /// Wait for the next append (cancel-safe). Err: the feed is gone.

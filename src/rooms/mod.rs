@@ -3,11 +3,11 @@
 //! grace time, y-websocket-server's HTTP callback, all under the route's WebSocket guard. Who may
 //! join (origin, JWT or forward auth, read-only access) is decided by [`crate::auth`].
 
-pub mod callback;
+pub(crate) mod callback;
 pub mod feed;
 pub mod protocol;
 pub mod registry;
-pub mod room;
+pub(crate) mod room;
 pub mod socket;
 pub mod store;
-pub mod wire;
+pub(crate) mod wire;

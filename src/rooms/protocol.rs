@@ -3,7 +3,7 @@
 //!
 //! A `Room` owns the document and awareness; a `Conn` is what the room remembers about one
 //! connection (the awareness client ids it announced, whether it may write). The socket side
-//! (later) sends `Out::Reply` to that connection and `Out::Broadcast` to every connection of the
+//! ([`super::socket`]) sends `Out::Reply` to that connection and `Out::Broadcast` to every connection of the
 //! room, the sender included (y-websocket clients rely on their own awareness echo to stay alive).
 
 use super::wire::{self, Msg};
@@ -15,7 +15,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
 /// Largest awareness state (its JSON) a client may announce: 1007 beyond.
-pub const MAX_AWARENESS_STATE: usize = 64 << 10;
+pub(crate) const MAX_AWARENESS_STATE: usize = 64 << 10;
 
 /// Why a connection's frame was refused; each maps to the close code the socket side sends.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl ProtocolError {
 }
 
 /// Awareness client ids one connection may announce (a provider announces one: its own).
-pub const MAX_CLIENTS_PER_CONN: usize = 16;
+pub(crate) const MAX_CLIENTS_PER_CONN: usize = 16;
 
 /// What a room enforces on the frames its connections send (the route's settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub struct Handled {
 
 impl Handled {
     /// The frames to send, or the error (dropping what an error left to send: tests and tools).
-    pub fn into_result(self) -> Result<Vec<Out>, ProtocolError> {
+    pub(crate) fn into_result(self) -> Result<Vec<Out>, ProtocolError> {
         match self.error {
             None => Ok(self.out),
             Some(e) => Err(e),
@@ -137,7 +137,7 @@ impl Room {
     }
 
     /// A room whose awareness timestamps come from `clock` (milliseconds), for tests.
-    pub fn with_clock(doc: Doc, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Room {
+    pub(crate) fn with_clock(doc: Doc, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Room {
         Room {
             awareness: Awareness::with_clock(doc, clock),
             size: 0,
@@ -147,7 +147,7 @@ impl Room {
     /// A room whose document is rebuilt from stored updates, and the indexes of the rows that
     /// could not be applied (skipped with a log line: a damaged row must not make the whole room
     /// unavailable, and the caller must then never compact the log over it).
-    pub fn from_updates(updates: &[Vec<u8>]) -> (Room, Vec<usize>) {
+    pub(crate) fn from_updates(updates: &[Vec<u8>]) -> (Room, Vec<usize>) {
         let mut room = Room::default();
         let mut skipped = Vec::new();
         for (i, u) in updates.iter().enumerate() {
@@ -181,7 +181,7 @@ impl Room {
     /// [`Room::snapshot`], or None if yrs panicked (it unwraps while merging pending updates):
     /// what compaction and measuring use, so that a yrs bug costs a skipped compaction, not a
     /// connection task that never leaves its room.
-    pub fn try_snapshot(&self) -> Option<Vec<u8>> {
+    pub(crate) fn try_snapshot(&self) -> Option<Vec<u8>> {
         guarded(|| self.snapshot()).ok()
     }
 
@@ -194,7 +194,7 @@ impl Room {
 
     /// Frames that bring a connection up to date whatever it has: the whole document as one
     /// update (a client applies what it already has as a no-op) and every awareness state.
-    pub fn resync(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn resync(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         match self.try_snapshot() {
             Some(s) => out.push(Message::Sync(SyncMessage::Update(s)).encode_v1()),
@@ -283,7 +283,7 @@ impl Room {
     }
 
     /// The exact encoded size of the document (one full encode).
-    pub fn encoded_size(&self) -> u64 {
+    pub(crate) fn encoded_size(&self) -> u64 {
         self.snapshot().len() as u64
     }
 
@@ -452,7 +452,7 @@ impl Room {
     /// Drop awareness states not renewed for `timeout_ms` (clients renew every 15 s; y-websocket
     /// expires them after 30 s) and return the removal to broadcast, if any. `now_ms` is on the
     /// awareness clock (Unix milliseconds unless built with [`Room::with_clock`]).
-    pub fn expire_awareness(&mut self, now_ms: u64, timeout_ms: u64) -> Option<Vec<u8>> {
+    pub(crate) fn expire_awareness(&mut self, now_ms: u64, timeout_ms: u64) -> Option<Vec<u8>> {
         let stale: Vec<ClientID> = self
             .awareness
             .iter()

@@ -31,19 +31,19 @@ pub struct Registry {
     backend: Arc<dyn RoomStore>,
     /// The route's store file, if it has one (the same store as `backend`): a reload that keeps
     /// the file hands it to the route's next registry.
-    pub store: Option<Arc<dyn RoomStore>>,
+    pub(crate) store: Option<Arc<dyn RoomStore>>,
     /// Replaced by a config reload; read per connection.
     config: arc_swap::ArcSwap<RoomsConfig>,
     /// Bytes of whole-document sends the route's connections may have queued at once, and its
     /// size (`sync_budget`, at most 4 GiB; fixed when the route starts).
-    pub sync_budget: (Semaphore, u64),
+    pub(crate) sync_budget: (Semaphore, u64),
     /// Forward auth and callbacks.
-    pub client: HttpClient,
+    pub(crate) client: HttpClient,
     shutdown: CancellationToken,
     /// The rooms' callback tasks and unload timers; waited for by `maintain` at shutdown.
     tasks: TaskTracker,
     /// The route's metrics label (its connections share it).
-    pub label: String,
+    pub(crate) label: String,
 }
 
 /// A room name's place in the map: loaded, or being loaded or unloaded (joins wait for it; it
@@ -116,7 +116,7 @@ impl Registry {
         self.config.load_full()
     }
 
-    pub fn set_config(&self, config: RoomsConfig) {
+    pub(crate) fn set_config(&self, config: RoomsConfig) {
         self.config.store(Arc::new(config));
     }
 
@@ -287,7 +287,7 @@ impl Registry {
     }
 
     /// Connections of each loaded room (for metrics; skipped while a join holds the lock).
-    pub fn connection_counts(&self) -> Vec<usize> {
+    pub(crate) fn connection_counts(&self) -> Vec<usize> {
         self.ready().iter().map(|h| h.connections()).collect()
     }
 
@@ -303,7 +303,7 @@ impl Registry {
     }
 
     /// The store file and its size, if the rooms persist.
-    pub fn store_size(&self) -> Option<(String, u64)> {
+    pub(crate) fn store_size(&self) -> Option<(String, u64)> {
         let path = self.config().store.clone()?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Some((path.display().to_string(), size))
@@ -337,7 +337,7 @@ impl Registry {
     /// Group commit every `flush_interval` (routes with a store file), awareness expiry every
     /// few seconds; until shutdown, then until the registry's tasks have ended (a pending
     /// callback is sent).
-    pub async fn maintain(self: Arc<Self>) {
+    pub(crate) async fn maintain(self: Arc<Self>) {
         let mut flush = tokio::time::interval(self.config().flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep =

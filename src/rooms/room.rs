@@ -35,9 +35,9 @@ async fn run_heavy<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
 }
 
 pub struct RoomHandle {
-    pub name: String,
+    pub(crate) name: String,
     /// The document and awareness; locked only for the (synchronous) handling of one frame.
-    pub room: Mutex<Room>,
+    pub(crate) room: Mutex<Room>,
     /// Every connection of the room reads it; broadcasts reach the sender too.
     pub feed: Arc<Feed>,
     /// The last whole-document resync, while some connection still sends it: connections that

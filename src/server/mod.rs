@@ -98,16 +98,6 @@ impl Running {
         self.cert_trigger.notify_one();
         Ok(restart)
     }
-
-    /// Ask for a certificate re-scan, as SIGHUP does.
-    pub fn reload_certificates(&self) {
-        self.cert_trigger.notify_one();
-    }
-
-    /// A clone of the shutdown token (cancelling it starts the same shutdown).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
 }
 
 /// Bind the listeners, load certificates and start serving.

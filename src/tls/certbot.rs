@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 /// Every `live/<name>/` that has a `fullchain.pem` or a `privkey.pem`, with what loading it gave
 /// (a refused entry never stops the others). A missing certdir is simply empty.
-pub fn load_dir(certdir: &Path) -> Vec<(String, Result<LoadedCert, TlsError>)> {
+pub(crate) fn load_dir(certdir: &Path) -> Vec<(String, Result<LoadedCert, TlsError>)> {
     let live = certdir.join("live");
     let Ok(entries) = std::fs::read_dir(&live) else {
         return Vec::new();

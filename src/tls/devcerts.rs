@@ -15,7 +15,7 @@ fn err(e: impl std::fmt::Display) -> TlsError {
 }
 
 /// A self-signed certificate for `names`, kept in memory only.
-pub fn self_signed(names: &[String]) -> Result<LoadedCert, TlsError> {
+pub(crate) fn self_signed(names: &[String]) -> Result<LoadedCert, TlsError> {
     let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(err)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
     let provider = rustls::crypto::CryptoProvider::get_default()

@@ -6,10 +6,10 @@
 //! and established connections keep what they have. If a configured host has no certificate (or
 //! CERTDIR is empty) an in-memory self-signed certificate covers it until a real one appears.
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod certbot;
 pub mod devcerts;
-pub mod watch;
+pub(crate) mod watch;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -114,7 +114,7 @@ impl CertMap {
     }
 
     /// Most specific match: exact name, then a wildcard one label up, then the default.
-    pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = sni {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if let Some(k) = self.exact.get(&name) {
@@ -195,7 +195,7 @@ impl CertStore {
     }
 
     /// Whether any certificate (real or the self-signed fallback) can be served.
-    pub fn has_any(&self) -> bool {
+    pub(crate) fn has_any(&self) -> bool {
         let m = self.current();
         !m.certs.is_empty() || m.fallback.is_some()
     }
@@ -205,7 +205,7 @@ impl CertStore {
     }
 
     /// Re-read CERTDIR and publish the result. Entries that fail keep their previous certificate.
-    pub fn rescan(&self) -> RescanReport {
+    pub(crate) fn rescan(&self) -> RescanReport {
         let _guard = self.rescan_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.map.load_full();
         let mut report = RescanReport::default();
@@ -345,7 +345,7 @@ pub fn unix_now() -> i64 {
 }
 
 /// rustls server config: TLS 1.2 + 1.3, ALPN h2 and http/1.1, certificates from `store`.
-pub fn server_config(store: Arc<CertStore>) -> rustls::ServerConfig {
+pub(crate) fn server_config(store: Arc<CertStore>) -> rustls::ServerConfig {
     let mut cfg = rustls::ServerConfig::builder_with_protocol_versions(&[
         &rustls::version::TLS13,
         &rustls::version::TLS12,

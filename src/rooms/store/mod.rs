@@ -13,11 +13,11 @@
 mod memory;
 mod redb;
 
-pub use self::memory::MemoryStore;
+pub(crate) use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 
 /// Rows a room's log may grow to before it is compacted into a snapshot.
-pub const COMPACT_AT: u64 = 500;
+pub(crate) const COMPACT_AT: u64 = 500;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
