@@ -18,12 +18,12 @@
 //! - [`rooms`]: hosted Yjs rooms: `wire` pre-validates every payload (bounded nesting and
 //!   counts) before yrs decodes it, `protocol` is the y-websocket protocol sans-IO, `room` one
 //!   loaded room (its lock, heavy frames on the blocking pool), `registry` (rooms by name, their
-//!   callback tasks and unload timers), `socket` (the connection, under its own copy of the
-//!   guard), `store` (a trait; redb and memory backends), `callback`.
-//! - [`ws`]: the sans-IO frame scanner and the frame-aware relay between client and upstream,
-//!   with the guard (heartbeat, size and rate limits, idle and slow-reader timeouts) built in;
-//!   `ws::conn`, the server end of WebSockets wsedge terminates itself (rooms): message
-//!   decoding without a buffer held while idle.
+//!   callback tasks and unload timers), `socket` (a room connection: a handler for
+//!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`.
+//! - [`ws`]: the sans-IO frame scanner (`frame`), the server end of hosted sockets (`conn`:
+//!   no buffer held while idle), the one guard every WebSocket gets (`heartbeat`, `guard`:
+//!   rates and statistics, `close`: codes), the guarded loop hosted services run on (`hosted`)
+//!   and the frame-aware relay of proxied sockets (`relay`).
 //! - `limits`: WebSocket admission (handshake rates, per-IP and total caps, client IP from
 //!   trusted proxies).
 //! - [`tls`]: certificates from certbot's CERTDIR, chosen by SNI (self-signed fallback).
@@ -43,10 +43,10 @@
 //! a WebSocket upgrade is admitted by `limits`, forwarded to the upstream, both 101s are relayed
 //! and `ws::relay` pumps frames both ways until a close, a death, a guard limit, or shutdown.
 //! A rooms route answers the upgrade itself (origin and credentials by `auth`, admission), joins
-//! the room in its registry (503 if its stored log cannot be read) and `rooms::socket` runs the
-//! connection over `ws::conn`: the welcome, then client frames into the room (validated whole,
-//! then applied, stored and broadcast under the room lock) and the room's fan-out (batched)
-//! back out.
+//! the room in its registry (503 if its stored log cannot be read) and `ws::hosted` runs the
+//! connection under the guard with `rooms::socket` as its handler: the welcome, then client
+//! frames into the room (validated whole, then applied, stored and broadcast under the room
+//! lock) and the room's fan-out (batched) back out.
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;

@@ -71,7 +71,10 @@ async fn a_pending_room_callback_is_sent_within_the_grace() {
     assert!(a.edit_acked("kept").await, "the edit was applied");
     assert!(posts.try_recv().is_err(), "debounced for a minute");
     let started = std::time::Instant::now();
-    assert!(edge.shutdown().await, "everything finished inside the grace");
+    assert!(
+        edge.shutdown().await,
+        "everything finished inside the grace"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let (_, body) = posts
         .try_recv()

@@ -174,7 +174,7 @@ impl State {
                                 (**c).clone(),
                                 store,
                                 shutdown.clone(),
-                                crate::proxy::routes::route_label(r),
+                                routes::route_label(r),
                             )))
                         }
                     }
@@ -201,7 +201,7 @@ impl State {
         self.routes
             .entries()
             .filter_map(|(r, t)| match &t.kind {
-                RouteTarget::Rooms(reg) => Some((crate::proxy::routes::route_label(r), reg.clone())),
+                RouteTarget::Rooms(reg) => Some((routes::route_label(r), reg.clone())),
                 RouteTarget::Upstream(_) => None,
             })
             .collect()
@@ -425,7 +425,7 @@ impl Proxy {
             conn,
         };
         let m = crate::metrics::get();
-        let label = crate::proxy::routes::route_label(route);
+        let label = routes::route_label(route);
         use crate::metrics::labels as l;
         let started = Instant::now();
         let result = match &target.kind {
@@ -621,8 +621,8 @@ async fn rooms_upgrade(
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (proxy, route) = (ctx.proxy, ctx.route);
-    use crate::config::rooms::RoomAuth;
     use crate::auth;
+    use crate::config::rooms::RoomAuth;
     use http_body_util::{BodyExt, Full};
     if !upgrade {
         let mut r = Response::new(

@@ -104,7 +104,7 @@ pub async fn forward(
 
     let shutdown = ctx.closing.clone();
     let guard = route.guard.clone();
-    let route_label = crate::proxy::routes::route_label(route);
+    let route_label = super::routes::route_label(route);
     let stats = proxy.guard_stats.clone();
     // Boxed for the same reason as the connection task: a plain allocation, not an aligned cell.
     proxy.tracker.spawn(Box::pin(async move {
