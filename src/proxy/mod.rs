@@ -1,31 +1,42 @@
 //! The request pipeline, in the order it runs for every request:
-//! 1. framing checks (smuggling attempts are refused with 400 before anything else);
-//! 2. route lookup by host and path (404 when nothing matches);
-//! 3. a WebSocket upgrade goes to [`websocket`], anything else to [`http`];
+//! 1. framing checks (smuggling attempts are refused with 400 before anything else: `request`);
+//! 2. route lookup by host and path (404 when nothing matches: `routes`);
+//! 3. the route's [`Service`] serves it (`service`, the one place that matches on the kind): an
+//!    upstream route forwards HTTP ([`http`]) or relays a WebSocket ([`websocket`]), a hosted
+//!    route answers the upgrade itself (`upgrade`, then the service's own accept);
 //! 4. the access-log line is written when the response body ends (or the WebSocket closes).
+//!
+//! `state` is what a reload replaces (routes with their services, admission).
 
+mod access_log;
 pub mod body;
 pub mod error;
 pub mod headers;
 pub mod http;
 pub mod plain;
+mod request;
 pub mod routes;
+mod service;
+mod state;
+mod upgrade;
 pub mod websocket;
 
-use crate::config::{Config, RouteAction, RouteConfig, Upstream};
-use crate::rooms::store::{RedbStore, RoomStore};
+pub use access_log::AccessLog;
+pub use request::{request_host, upstream_path};
+pub use service::{OpenStore, RouteState, Service, Target, redb_stores};
+pub use state::State;
+
+use crate::config::{Config, RouteConfig};
 use ::http::{HeaderMap, Request, Response, Version, header};
 use arc_swap::ArcSwap;
 use body::ProxyBody;
 use error::ProxyError;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use routes::RouteTable;
+use request::check_framing;
+use service::route_key;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,186 +45,6 @@ use tokio_util::task::TaskTracker;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
-}
-
-/// Per-route state built once from the config.
-pub struct RouteState {
-    pub upstream: Upstream,
-    /// Pooled keep-alive HTTP/1.1 connections to this route's upstream.
-    pub client: Client<HttpConnector, body::CappedBody<Incoming>>,
-}
-
-/// What a matched route leads to.
-pub enum RouteTarget {
-    Upstream(Box<RouteState>),
-    Rooms(Arc<crate::rooms::registry::Registry>),
-}
-
-/// A route's target and the token that closes its WebSockets (cancelled by shutdown, or after a
-/// grace period when a reload removes the route). Kept across reloads for an unchanged
-/// `host` + `path`.
-pub struct Target {
-    pub kind: RouteTarget,
-    pub closing: CancellationToken,
-}
-
-/// Opens a room store file: redb, unless a test wraps it (to make it fail on demand).
-pub type OpenStore = Arc<
-    dyn Fn(&std::path::Path) -> Result<Arc<dyn RoomStore>, crate::rooms::store::StoreError>
-        + Send
-        + Sync,
->;
-
-/// The store every rooms route with a file uses.
-pub fn redb_stores() -> OpenStore {
-    Arc::new(|path| Ok(Arc::new(RedbStore::open(path)?) as Arc<dyn RoomStore>))
-}
-
-/// Identity of a route across reloads.
-fn route_key(r: &RouteConfig) -> (Option<crate::config::HostPattern>, String) {
-    (r.host.clone(), r.path.clone())
-}
-
-/// Everything a config reload replaces; requests load it once and keep it to their end.
-pub struct State {
-    routes: RouteTable<Target>,
-    access_log: bool,
-    /// Where ACME HTTP-01 challenge files are (plain-HTTP listener only).
-    acme_webroot: Option<std::path::PathBuf>,
-    /// Connection-level limits (`[limits]`), read by the listeners.
-    pub limits: crate::config::Limits,
-    /// WebSocket admission (per-IP and total caps, handshake rates).
-    pub admission: crate::limits::Admission,
-    /// How long a route removed by a reload keeps its WebSockets.
-    grace: Duration,
-}
-
-impl State {
-    /// Build from `config`, reusing from `previous` the close tokens of unchanged routes and the
-    /// rooms (registries) of rooms routes whose store is unchanged.
-    fn build(
-        config: &Config,
-        previous: Option<&State>,
-        shutdown: &CancellationToken,
-        open_store: &OpenStore,
-    ) -> Result<State, crate::rooms::store::StoreError> {
-        let mut stores: std::collections::HashMap<std::path::PathBuf, Arc<dyn RoomStore>> =
-            std::collections::HashMap::new();
-        let mut old = std::collections::HashMap::new();
-        // Which route had each store file: a file moving to another route would be shared by
-        // two registries while the old route's connections drain.
-        let mut owners = std::collections::HashMap::new();
-        if let Some(prev) = previous {
-            for (r, t) in prev.routes.entries() {
-                if let RouteTarget::Rooms(reg) = &t.kind
-                    && let (Some(path), Some(store)) = (&reg.config().store, &reg.store)
-                {
-                    stores.insert(path.clone(), store.clone());
-                    owners.insert(path.clone(), route_key(r));
-                }
-                old.insert(route_key(r), t.clone());
-            }
-        }
-        let mut routes = Vec::new();
-        for r in &config.routes {
-            let before = old.get(&route_key(r));
-            let closing = before.map_or_else(|| shutdown.child_token(), |t| t.closing.clone());
-            let kind = match &r.action {
-                RouteAction::Upstream(up) => {
-                    let mut conn = HttpConnector::new();
-                    conn.set_connect_timeout(Some(r.connect_timeout));
-                    conn.set_nodelay(true);
-                    let client = Client::builder(TokioExecutor::new())
-                        .pool_timer(TokioTimer::new())
-                        .pool_idle_timeout(Duration::from_secs(90))
-                        .pool_max_idle_per_host(256)
-                        .build(conn);
-                    RouteTarget::Upstream(Box::new(RouteState {
-                        upstream: up.clone(),
-                        client,
-                    }))
-                }
-                RouteAction::Rooms(c) => {
-                    let same = before.and_then(|t| match &t.kind {
-                        RouteTarget::Rooms(reg) if reg.config().store == c.store => Some(reg),
-                        _ => None,
-                    });
-                    match same {
-                        Some(reg) => {
-                            // Live rooms stay; new settings apply to new connections.
-                            reg.set_config((**c).clone());
-                            RouteTarget::Rooms(reg.clone())
-                        }
-                        None => {
-                            let store = match &c.store {
-                                None => {
-                                    tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
-                                    None
-                                }
-                                Some(path)
-                                    if owners.get(path).is_some_and(|o| *o != route_key(r)) =>
-                                {
-                                    return Err(crate::rooms::store::StoreError::Io {
-                                        path: path.display().to_string(),
-                                        reason: format!(
-                                            "another rooms route used this file before the reload; moving a store to route {:?} needs a restart",
-                                            r.path
-                                        ),
-                                    });
-                                }
-                                Some(path) => Some(match stores.get(path) {
-                                    Some(s) => s.clone(),
-                                    None => {
-                                        let s = open_store(path)?;
-                                        stores.insert(path.clone(), s.clone());
-                                        s
-                                    }
-                                }),
-                            };
-                            RouteTarget::Rooms(Arc::new(crate::rooms::registry::Registry::new(
-                                (**c).clone(),
-                                store,
-                                shutdown.clone(),
-                                routes::route_label(r),
-                            )))
-                        }
-                    }
-                }
-            };
-            routes.push((r.clone(), Target { kind, closing }));
-        }
-        Ok(State {
-            routes: RouteTable::new(routes),
-            access_log: config.server.access_log,
-            acme_webroot: config.server.acme_webroot.clone(),
-            limits: config.limits.clone(),
-            admission: match previous {
-                // Open-connection counts carry over; limiters start fresh.
-                Some(p) => p.admission.reconfigure(config),
-                None => crate::limits::Admission::new(config),
-            },
-            grace: config.server.shutdown_grace,
-        })
-    }
-
-    /// Rooms routes by their metrics label.
-    pub fn rooms_routes(&self) -> Vec<(String, Arc<crate::rooms::registry::Registry>)> {
-        self.routes
-            .entries()
-            .filter_map(|(r, t)| match &t.kind {
-                RouteTarget::Rooms(reg) => Some((routes::route_label(r), reg.clone())),
-                RouteTarget::Upstream(_) => None,
-            })
-            .collect()
-    }
-
-    /// The room registries of every rooms route.
-    pub fn registries(&self) -> impl Iterator<Item = &Arc<crate::rooms::registry::Registry>> {
-        self.routes.targets().filter_map(|t| match &t.kind {
-            RouteTarget::Rooms(r) => Some(r),
-            RouteTarget::Upstream(_) => None,
-        })
-    }
 }
 
 pub struct Proxy {
@@ -428,25 +259,14 @@ impl Proxy {
         let label = routes::route_label(route);
         use crate::metrics::labels as l;
         let started = Instant::now();
-        let result = match &target.kind {
-            RouteTarget::Upstream(up) if upgrade => {
-                websocket::forward(&ctx, req, up, log.clone()).await
-            }
-            RouteTarget::Upstream(up) => {
-                let _in_flight = crate::metrics::OpenGuard::new(&label, "http");
-                http::forward(route, up, req, conn).await
-            }
-            RouteTarget::Rooms(registry) => {
-                rooms_upgrade(&ctx, req, upgrade, registry, log.clone()).await
-            }
-        };
+        let result = target.service.serve(&ctx, req, upgrade, log).await;
         match &result {
             Err(e) if e.culprit() == error::Culprit::Upstream => {
                 m.upstream_errors
                     .get_or_create(&l([("route", &label), ("kind", e.kind())]))
                     .inc();
             }
-            Ok(_) if matches!(target.kind, RouteTarget::Upstream(_)) => {
+            Ok(_) if target.service.has_upstream() => {
                 crate::metrics::observe(
                     &m.upstream_seconds,
                     &l([("route", &label)]),
@@ -488,262 +308,4 @@ impl Ctx<'_> {
     pub fn admit(&self, headers: &HeaderMap) -> Result<crate::limits::Permit, ProxyError> {
         Proxy::admit(self.state, self.route, self.conn, headers)
     }
-}
-
-/// Refuse what could desynchronise us and the upstream (RFC 9112 §6.3): both Content-Length and
-/// Transfer-Encoding, or a Content-Length that is not one clean number.
-fn check_framing(h: &HeaderMap) -> Result<(), ProxyError> {
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
-        let ok = |v: &::http::HeaderValue| {
-            !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit) && v.len() <= 19
-        };
-        if !ok(first) || lengths.any(|v| v != first) {
-            return Err(ProxyError::BadRequest("invalid Content-Length"));
-        }
-    }
-    Ok(())
-}
-
-/// Host the client asked for: the URI authority (HTTP/2, absolute-form) or the Host header,
-/// lower-case, without port.
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.host().to_string())
-        .or_else(|| {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            let auth: ::http::uri::Authority = h.parse().ok()?;
-            Some(auth.host().to_string())
-        })?;
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
-}
-
-/// Upstream request target: base path + (possibly stripped) request path + query.
-pub fn upstream_path(route: &RouteConfig, up: &Upstream, uri: &::http::Uri) -> String {
-    let path = uri.path();
-    let path = if route.strip_prefix {
-        routes::strip(&route.path, path)
-    } else {
-        path
-    };
-    let mut target = format!("{}{}", up.base_path, path);
-    if let Some(q) = uri.query() {
-        target.push('?');
-        target.push_str(q);
-    }
-    target
-}
-
-/// The fields of one access-log line (target `access`).
-#[derive(Clone, Debug)]
-pub struct AccessLog {
-    enabled: bool,
-    peer: SocketAddr,
-    method: String,
-    host: String,
-    path: String,
-    version: Version,
-    started: Instant,
-}
-
-impl AccessLog {
-    fn http(&self, status: u16, bytes_out: u64) {
-        if !self.enabled {
-            return;
-        }
-        tracing::info!(
-            target: "access",
-            kind = "http",
-            client = %self.peer.ip().to_canonical(),
-            method = %self.method,
-            host = %self.host,
-            path = %self.path,
-            version = ?self.version,
-            status,
-            bytes_out,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-        );
-    }
-
-    fn room(&self, room: &str, close_code: u16, end: &str, started: Instant) {
-        if !self.enabled {
-            return;
-        }
-        tracing::info!(
-            target: "access",
-            kind = "room",
-            client = %self.peer.ip().to_canonical(),
-            host = %self.host,
-            path = %self.path,
-            room,
-            status = 101u16,
-            duration_ms = started.elapsed().as_millis() as u64,
-            close_code,
-            end,
-        );
-    }
-
-    fn websocket(&self, outcome: &crate::ws::relay::RelayOutcome) {
-        if !self.enabled {
-            return;
-        }
-        tracing::info!(
-            target: "access",
-            kind = "websocket",
-            client = %self.peer.ip().to_canonical(),
-            host = %self.host,
-            path = %self.path,
-            status = 101u16,
-            bytes_in = outcome.bytes_from_client,
-            bytes_out = outcome.bytes_from_upstream,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            close_code = outcome.close_code(),
-            end = ?outcome.end,
-        );
-    }
-}
-
-/// Accept a WebSocket for a hosted room: check the origin, admit the client (429/503), check its
-/// credentials, then answer the 101 ourselves and serve the room in a tracked task. Anything but
-/// a WebSocket upgrade gets 426; refusals (401/403) happen before the upgrade and are logged.
-async fn rooms_upgrade(
-    ctx: &Ctx<'_>,
-    mut req: Request<Incoming>,
-    upgrade: bool,
-    registry: &Arc<crate::rooms::registry::Registry>,
-    log: AccessLog,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let (proxy, route) = (ctx.proxy, ctx.route);
-    use crate::auth;
-    use crate::config::rooms::RoomAuth;
-    use http_body_util::{BodyExt, Full};
-    if !upgrade {
-        let mut r = Response::new(
-            Full::new(bytes::Bytes::from_static(
-                b"426 Upgrade Required: this is a WebSocket endpoint\n",
-            ))
-            .map_err(|e| match e {})
-            .boxed(),
-        );
-        *r.status_mut() = ::http::StatusCode::UPGRADE_REQUIRED;
-        r.headers_mut().insert(
-            header::UPGRADE,
-            ::http::HeaderValue::from_static("websocket"),
-        );
-        return Ok(r);
-    }
-    let key = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or(ProxyError::BadRequest("missing Sec-WebSocket-Key"))?
-        .clone();
-    if req
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err(ProxyError::BadRequest("Sec-WebSocket-Version must be 13"));
-    }
-    let rooms = registry.config();
-    let name = crate::rooms::socket::room_name(&route.path, req.uri().path(), rooms.max_name)
-        .ok_or(ProxyError::BadRequest("invalid room name"))?;
-    let client_ip = ctx
-        .state
-        .admission
-        .client_ip(ctx.conn.peer.ip(), req.headers());
-    let refused = |d: auth::Denied| {
-        tracing::info!(client = %client_ip, room = %name, status = d.status().as_u16(), reason = %d, "room access refused");
-        ProxyError::Access(d)
-    };
-    // The origin check is a string compare: a foreign page is refused before it uses up the
-    // client's handshake budget.
-    auth::check_origin(&rooms.allowed_origins, req.headers()).map_err(refused)?;
-    // Admission (per-IP handshake rate, open-socket caps) before any auth work, as on proxied
-    // routes: a refused client costs the auth endpoint and the JWT path nothing. The permit is
-    // held for the connection's life; a refusal below drops it.
-    let permit = ctx.admit(req.headers())?;
-    let access = match &rooms.auth {
-        RoomAuth::None => Ok(auth::Access::ReadWrite),
-        RoomAuth::Jwt(cfg) => match auth::find_token(cfg, req.uri().query(), req.headers()) {
-            None => Err(auth::Denied::Unauthorized("no token".into())),
-            Some(token) => auth::verify_jwt(cfg, &token, &name),
-        },
-        RoomAuth::Forward(cfg) => {
-            let uri = req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            auth::forward(&registry.client, cfg, req.headers(), &uri, client_ip, &name).await
-        }
-    };
-    let access = access.map_err(refused)?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let room = registry
-        .join(&name)
-        .await
-        .map_err(ProxyError::RoomUnavailable)?;
-    let session = crate::rooms::socket::Session {
-        registry: registry.clone(),
-        room,
-        access,
-        guard: route.guard.clone(),
-        limits: crate::rooms::protocol::Limits {
-            max_document: rooms.max_document,
-        },
-        message_timeout: rooms.message_timeout,
-        stats: proxy.guard_stats.clone(),
-        shutdown: ctx.closing.clone(),
-    };
-    // Kept for the session's end only when the access log is on (three strings per connection).
-    let mut log = log.enabled.then(|| Box::new((log, Instant::now())));
-    let fut = async move {
-        // The client went away before the switch: the session leaves the room as it drops.
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        if let Some(log) = log.as_mut() {
-            log.1 = Instant::now(); // the session starts now
-        }
-        let route_label = &session.registry.label;
-        let _open = crate::metrics::OpenGuard::new(route_label, "room");
-        let ((code, why), t) =
-            crate::rooms::socket::serve(websocket::client_io(upgraded), &session).await;
-        drop(permit);
-        crate::metrics::ws_session(
-            route_label,
-            "room",
-            code,
-            [(t.bytes_in, t.messages_in), (t.bytes_out, t.messages_out)],
-        );
-        if let Some(log) = log {
-            log.0.room(&session.room.name, code, why, log.1);
-        }
-    };
-    proxy.tracker.spawn(Box::pin(fut));
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
-    *r.status_mut() = ::http::StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        ::http::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        header::UPGRADE,
-        ::http::HeaderValue::from_static("websocket"),
-    );
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        ::http::HeaderValue::from_str(&accept).map_err(|_| ProxyError::BadRequest("bad key"))?,
-    );
-    Ok(r)
 }

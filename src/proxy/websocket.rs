@@ -115,6 +115,7 @@ pub async fn forward(
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let _open = crate::metrics::OpenGuard::new(&route_label, "websocket");
         let outcome = relay::relay(
             client_peer(client_io),
@@ -125,16 +126,14 @@ pub async fn forward(
         )
         .await;
         drop(permit);
+        let end = crate::ws::end::SessionEnd::from(&outcome);
         crate::metrics::ws_session(
             &route_label,
             "websocket",
-            outcome.close_code(),
-            [
-                (outcome.bytes_from_client, outcome.messages_from_client),
-                (outcome.bytes_from_upstream, outcome.messages_from_upstream),
-            ],
+            end.code,
+            [end.from_client, end.to_client],
         );
-        log.websocket(&outcome);
+        log.session("websocket", None, &end, started);
     }));
     Ok(client_resp
         .body(Empty::new().map_err(|e| match e {}).boxed())

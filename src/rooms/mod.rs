@@ -3,6 +3,7 @@
 //! grace time, y-websocket-server's HTTP callback, all under the route's WebSocket guard. Who may
 //! join (origin, JWT or forward auth, read-only access) is decided by [`crate::auth`].
 
+pub(crate) mod accept;
 pub(crate) mod callback;
 pub mod feed;
 pub mod protocol;

@@ -5,6 +5,7 @@
 
 pub(crate) mod close;
 pub mod conn;
+pub mod end;
 pub mod frame;
 pub mod guard;
 pub(crate) mod heartbeat;

@@ -1,0 +1,157 @@
+//! The generic handshake of a WebSocket wsedge hosts itself (rooms now, push next): `426` for
+//! anything but an upgrade, the key and version checks, the `101`, the session in a tracked
+//! task, and at its end the metrics and the access-log line. What is specific to a service —
+//! for rooms the name, origin, admission, auth and join — is the service's (`rooms::accept`).
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::{AccessLog, Ctx, websocket};
+use crate::rooms::accept::{self, Refused};
+use crate::rooms::registry::Registry;
+use crate::ws::conn::Io;
+use crate::ws::end::SessionEnd;
+use ::http::{HeaderValue, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `426 Upgrade Required`: a hosted route speaks WebSocket only.
+fn upgrade_required() -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(
+            b"426 Upgrade Required: this is a WebSocket endpoint\n",
+        ))
+        .map_err(|e| match e {})
+        .boxed(),
+    );
+    *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+    r.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    r
+}
+
+/// The client's `Sec-WebSocket-Key`, after checking the version (RFC 6455 §4.2.1).
+fn websocket_key<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(ProxyError::BadRequest("missing Sec-WebSocket-Key"))?
+        .clone();
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(ProxyError::BadRequest("Sec-WebSocket-Version must be 13"));
+    }
+    Ok(key)
+}
+
+/// The `101` for `key`.
+fn switching_protocols(key: &HeaderValue) -> Result<Response<ProxyBody>, ProxyError> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = HeaderValue::from_str(&accept).map_err(|_| ProxyError::BadRequest("bad key"))?;
+    let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(r)
+}
+
+/// Once the client has switched, run `session` on its socket in a task the shutdown tracker
+/// waits for; `held` (admission permits, a room membership) lives exactly as long. At the end:
+/// the session metrics and one access-log line.
+fn spawn_session<H, F, Fut>(
+    ctx: &Ctx<'_>,
+    req: &mut Request<Incoming>,
+    kind: &'static str,
+    detail: Option<String>,
+    log: AccessLog,
+    held: H,
+    session: F,
+) where
+    H: Send + 'static,
+    F: FnOnce((Io, Bytes), H) -> Fut + Send + 'static,
+    Fut: Future<Output = SessionEnd> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(req);
+    let label = super::routes::route_label(ctx.route);
+    // Kept for the session's end only when the access log is on (strings per connection).
+    let log = log.enabled.then(|| Box::new((log, detail)));
+    let fut = async move {
+        // The client went away before the switch: what was held drops with this task.
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let started = Instant::now();
+        let _open = crate::metrics::OpenGuard::new(&label, kind);
+        let end = session(websocket::client_io(upgraded), held).await;
+        crate::metrics::ws_session(&label, kind, end.code, [end.from_client, end.to_client]);
+        if let Some(log) = log {
+            log.0.session(kind, log.1.as_deref(), &end, started);
+        }
+    };
+    ctx.proxy.tracker.spawn(Box::pin(fut));
+}
+
+/// Accept a WebSocket for a hosted room: the generic checks, then the room's own (name, origin,
+/// admission, auth, join: `rooms::accept`), then the 101 and the session. Anything but a
+/// WebSocket upgrade gets 426; refusals happen before the upgrade.
+pub(super) async fn rooms(
+    ctx: &Ctx<'_>,
+    mut req: Request<Incoming>,
+    upgrade: bool,
+    registry: &Arc<Registry>,
+    log: AccessLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !upgrade {
+        return Ok(upgrade_required());
+    }
+    let key = websocket_key(&req)?;
+    let response = switching_protocols(&key)?;
+    let client_ip = ctx
+        .state
+        .admission
+        .client_ip(ctx.conn.peer.ip(), req.headers());
+    let request = accept::Request {
+        uri: req.uri(),
+        headers: req.headers(),
+        client_ip,
+    };
+    let accepted = accept::accept(
+        registry,
+        ctx.route,
+        request,
+        || ctx.admit(req.headers()),
+        ctx.proxy.guard_stats.clone(),
+        ctx.closing.clone(),
+    )
+    .await;
+    let (session, permit) = accepted.map_err(|r| match r {
+        Refused::Name => ProxyError::BadRequest("invalid room name"),
+        Refused::Access(d) => ProxyError::Access(d),
+        Refused::Admission(e) => e,
+        Refused::Unavailable(e) => ProxyError::RoomUnavailable(e),
+    })?;
+    let name = session.room.name.to_string();
+    spawn_session(
+        ctx,
+        &mut req,
+        "room",
+        Some(name),
+        log,
+        (session, permit),
+        |io, (session, permit)| async move {
+            let end = crate::rooms::socket::serve(io, &session).await;
+            drop(permit);
+            SessionEnd::from(end)
+        },
+    );
+    Ok(response)
+}
