@@ -18,6 +18,7 @@
 mod outcome;
 mod peer;
 mod pump;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +33,8 @@ use crate::ws::frame::{self, Scanner};
 use crate::ws::guard::Rates;
 use crate::ws::heartbeat::{Due, Heartbeat};
 use bytes::Bytes;
-use pump::{Inject, Limits, MIN_BUF, Pump, PumpEnd, PumpResult, Shared};
+use pump::{Limits, MIN_BUF, Pump};
+use shared::{Inject, PumpEnd, PumpResult, Shared};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
