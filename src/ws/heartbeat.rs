@@ -75,11 +75,6 @@ impl Heartbeat {
         *h = Some(h.map_or(until, |h| h.max(until)));
     }
 
-    /// The peer is read again (its hold is over early, e.g. the session ends).
-    pub fn release(&mut self, peer: usize) {
-        self.held[peer.min(1)] = None;
-    }
-
     /// A pong from `peer`: true when it answers the ping outstanding (it is then consumed).
     pub fn pong(&mut self, peer: usize, payload: &[u8]) -> bool {
         Self::token_of(payload).is_some_and(|t| self.answered(peer, t))

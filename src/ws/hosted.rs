@@ -205,7 +205,8 @@ pub fn serve<'a, H: Handler>(
                     if message_due.is_some_and(|d| d <= now) {
                         Step::Guard(GuardClose::Unfinished)
                     } else if held.as_ref().is_some_and(|h| h.0 <= now) {
-                        hb.release(0);
+                        // The hold stays on the heartbeat: the client's pongs, unread until now,
+                        // get a full `heartbeat_timeout` from here.
                         incoming = held.take().map(|h| h.1);
                         admitted = true;
                         Step::Continue

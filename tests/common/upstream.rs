@@ -226,6 +226,15 @@ fn websocket(req: &mut Request<Incoming>, tx: mpsc::UnboundedSender<Event>) -> R
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return;
         }
+        if path == "/ws-tick" {
+            // Sends a small message every 100 ms and reads nothing (a feed the client only
+            // receives).
+            let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            while ws.send(Message::text("tick")).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return;
+        }
         if path == "/ws-flood" {
             // Sends 64 KiB messages as fast as the connection takes them.
             let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
