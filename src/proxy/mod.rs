@@ -1,5 +1,8 @@
 //! The request pipeline, in the order it runs for every request:
-//! 1. framing checks (smuggling attempts are refused with 400 before anything else);
+//! 1. framing checks (smuggling attempts are refused with 400 before anything else), then the
+//!    target: `CONNECT` gets 405, a target that is not a path or an absolute URL 400, and the
+//!    host is made one (an absolute-form authority replaces `Host`; over HTTP/2 a `host` that
+//!    disagrees with `:authority` is 400), so the upstream gets the host routing used;
 //! 2. route lookup by host and path (404 when nothing matches);
 //! 3. a WebSocket upgrade goes to [`websocket`], anything else to [`http`];
 //! 4. the access-log line is written when the response body ends (or the WebSocket closes).
@@ -40,7 +43,7 @@ pub struct ConnInfo {
 pub struct RouteState {
     pub upstream: Upstream,
     /// Pooled keep-alive HTTP/1.1 connections to this route's upstream.
-    pub client: Client<HttpConnector, body::CappedBody<Incoming>>,
+    pub client: Client<HttpConnector, body::RequestBody>,
 }
 
 /// What a matched route leads to.
@@ -393,11 +396,12 @@ impl Proxy {
     async fn route_request(
         &self,
         state: &State,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnInfo,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_framing(req.headers())?;
+        normalise_target(&mut req, conn.tls)?;
         let host = request_host(&req);
         let found = state.routes.find(host.as_deref(), req.uri().path());
         if !conn.tls {
@@ -510,8 +514,70 @@ fn check_framing(h: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Make the request's target and host unambiguous before routing, so that what routing sees is
+/// what the upstream gets:
+/// - `CONNECT` is refused with 405: wsedge is not a forward proxy (HTTP/2's extended CONNECT,
+///   RFC 8441, is not enabled, so hyper refuses it before it gets here);
+/// - the target must be a path (origin-form) or an absolute URL: authority-form belongs to
+///   `CONNECT` and asterisk-form (`OPTIONS *`) to the server itself (400, as nginx);
+/// - one `Host` at most, and a valid one (RFC 9112 §3.2: 400);
+/// - an absolute-form authority (HTTP/1) or `:authority` (HTTP/2) replaces `Host` (RFC 9112
+///   §3.2.2); over HTTP/2 a `host` header that names another host or port than `:authority` is
+///   refused instead (RFC 9113 §8.3.1: malformed). Userinfo in it is refused (RFC 9110 §4.2.4).
+fn normalise_target<B>(req: &mut Request<B>, tls: bool) -> Result<(), ProxyError> {
+    if req.method() == ::http::Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    if !req.uri().path().starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "the request target must be a path or an absolute URL",
+        ));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let parse = |v: &::http::HeaderValue| -> Option<::http::uri::Authority> {
+        let a: ::http::uri::Authority = v.to_str().ok()?.parse().ok()?;
+        (!a.as_str().contains('@')).then_some(a)
+    };
+    let Some(authority) = req.uri().authority().cloned() else {
+        // Origin-form: `Host` is what routing uses (an empty one is allowed and means none).
+        return match host {
+            Some(h) if !h.is_empty() && parse(&h).is_none() => {
+                Err(ProxyError::BadRequest("invalid Host header"))
+            }
+            _ => Ok(()),
+        };
+    };
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest("userinfo in the request target"));
+    }
+    if authority.host().is_empty() {
+        return Err(ProxyError::BadRequest("no host in the request target"));
+    }
+    if req.version() == Version::HTTP_2
+        && let Some(h) = &host
+    {
+        let default = if tls { 443 } else { 80 };
+        let same = parse(h).is_some_and(|h| {
+            let name = |a: &::http::uri::Authority| a.host().trim_end_matches('.').to_ascii_lowercase();
+            name(&h) == name(&authority)
+                && h.port_u16().unwrap_or(default) == authority.port_u16().unwrap_or(default)
+        });
+        if !same {
+            return Err(ProxyError::BadRequest("host header disagrees with :authority"));
+        }
+    }
+    let value = ::http::HeaderValue::from_str(authority.as_str())
+        .map_err(|_| ProxyError::BadRequest("invalid request target authority"))?;
+    req.headers_mut().insert(header::HOST, value);
+    Ok(())
+}
+
 /// Host the client asked for: the URI authority (HTTP/2, absolute-form) or the Host header,
-/// lower-case, without port.
+/// lower-case, without port (after [`normalise_target`] both say the same).
 pub fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = req
         .uri()
@@ -686,6 +752,10 @@ async fn rooms_upgrade(
         }
     };
     let access = access.map_err(refused)?;
+    // The client connection's place under `connections_per_ip`, kept for the socket's life.
+    let held = req
+        .extensions_mut()
+        .remove::<crate::limits::ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let room = registry
         .join(&name)
@@ -717,7 +787,7 @@ async fn rooms_upgrade(
         let _open = crate::metrics::OpenGuard::new(route_label, "room");
         let ((code, why), t) =
             crate::rooms::socket::serve(websocket::client_io(upgraded), &session).await;
-        drop(permit);
+        drop((permit, held));
         crate::metrics::ws_session(
             route_label,
             "room",
