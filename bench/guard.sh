@@ -38,9 +38,12 @@ plain_http = true
 TOML
 }
 OFF=$(free_port); ON=$(free_port)
-edge_config off $OFF '[guard]
+edge_config off $OFF '[limits]
+connections_per_ip = 0
+[guard]
 heartbeat_interval = 0'
 edge_config on $ON '[limits]
+connections_per_ip = 0
 concurrent_per_ip = 100000
 concurrent_total = 100000
 new_per_ip_per_sec = 100000

@@ -70,6 +70,7 @@ access_log = false
 concurrent_per_ip = 100000
 concurrent_total = 100000
 new_per_ip_per_sec = 100000
+connections_per_ip = 0
 # Rooms routes have per-IP caps by default (64 open, 20/s); 0 switches them off.
 [guard]
 concurrent_per_ip = 0

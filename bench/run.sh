@@ -25,6 +25,8 @@ https = "127.0.0.1:$EDGE_TLS"
 certdir = "$work/certs"
 log_level = "warn"
 access_log = false
+[limits]
+connections_per_ip = 0
 [[route]]
 path = "/"
 upstream = "http://127.0.0.1:$ECHO"

@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 MAX_IDLE=$(( ($(ulimit -n) - 200) / 2 ))
 IDLE=${IDLE:-$(( MAX_IDLE < 10000 ? MAX_IDLE : 10000 ))}
 # Config lines the before build does not know (it refuses unknown fields): dropped for it.
-NEW_FIELDS=${NEW_FIELDS:-'^(connections_per_ip|h2_idle_timeout|h2_keepalive_interval|body_idle_timeout) *='}
+NEW_FIELDS=${NEW_FIELDS:-'^(connections_per_ip|send_timeout|http2_idle_timeout|http2_keepalive_interval|http2_keepalive_timeout|body_timeout) *='}
 BIN=$AFTER
 source bench/lib.sh
 

@@ -54,6 +54,7 @@ fn metrics(proxy: &Proxy, certs: &CertStore) -> String {
         ("new_per_ip", &a.rate_limited),
         ("concurrent_per_ip", &a.per_ip_limited),
         ("concurrent_total", &a.total_limited),
+        ("connections_per_ip", &a.connections_limited),
     ] {
         sync(
             &m.rate_limit_hits,

@@ -7,11 +7,10 @@
 use crate::config::{Config, HostPattern};
 use crate::rooms::protocol::{Conn, Handled, Limits, Out, Room};
 use crate::rooms::wire;
-use crate::server::framing::{Flags, Tracker};
+use crate::server::framing::Tracker;
 use crate::ws::conn::{Decoder, Incoming};
 use crate::ws::frame::{self, FrameError, FrameHeader, Scanner, Step};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use yrs::encoding::write::Write;
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::sync::protocol::MessageReader;
@@ -432,14 +431,18 @@ pub fn http_framing(data: &[u8]) {
 }
 
 /// The request numbers the guard flagged (a head takes at least 4 bytes, so at most len/4 + 1).
+/// Protocol-switch requests are answered as refused (not 101) after each read, as the server
+/// would: the held bytes are then followed, and the verdict must still not depend on the cuts.
 fn flagged(pieces: &[&[u8]], len: usize) -> Vec<u64> {
-    let flags = Arc::new(Flags::default());
-    let mut tracker = Tracker::new(flags.clone());
+    let mut tracker = Tracker::new();
     for p in pieces {
         tracker.feed(p);
+        while let Some(i) = tracker.held() {
+            tracker.answered(i, false);
+        }
     }
     (0..=len as u64 / 4)
-        .filter(|&i| flags.is_flagged(i))
+        .filter(|&i| tracker.is_flagged(i))
         .collect()
 }
 

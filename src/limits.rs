@@ -4,6 +4,10 @@
 //! a trusted proxy — the last untrusted address of `X-Forwarded-For`; IPv6 clients are keyed by
 //! their /64. Keyed state stays bounded: rate-limiter keys are evicted by [`Admission::evict`]
 //! (run periodically), and per-IP counters are removed when they drop to zero.
+//!
+//! Every accepted connection (not only WebSockets) is also counted per peer address
+//! ([`Admission::accept`], `[limits] connections_per_ip`): checked before TLS, the permit lives
+//! as long as the connection and any WebSocket it became.
 
 use crate::config::guard::{Cidr, Rate};
 use crate::config::{Config, Limits};
@@ -81,6 +85,8 @@ pub struct AdmissionStats {
     pub rate_limited: AtomicU64,
     pub per_ip_limited: AtomicU64,
     pub total_limited: AtomicU64,
+    /// Connections closed at accept: their address had `connections_per_ip` open already.
+    pub connections_limited: AtomicU64,
 }
 
 #[derive(Default)]
@@ -90,8 +96,44 @@ struct Counts {
     per_ip: HashMap<(Option<usize>, IpAddr), u32>,
 }
 
+/// Open connections per peer address (IPv6 by /64), all listeners together.
+#[derive(Debug, Default)]
+struct Connections {
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// Held by an accepted connection for its life, and shared (cloned) with the WebSocket it may
+/// become: the address's count drops when the last holder is gone.
+#[derive(Clone)]
+pub struct ConnectionPermit {
+    _slot: Arc<ConnectionSlot>,
+}
+
+struct ConnectionSlot {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .connections
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 pub struct Admission {
     limits: Limits,
+    /// Accepted connections per address (carried across reloads, like `counts`).
+    connections: Arc<Connections>,
     global_new: Option<Keyed>,
     /// Indexed by route index.
     route_new: Vec<Option<Keyed>>,
@@ -150,6 +192,7 @@ impl Admission {
             route_new,
             route_concurrent,
             counts: Arc::new(Mutex::new(Counts::default())),
+            connections: Arc::default(),
             stats: Arc::default(),
         }
     }
@@ -159,9 +202,56 @@ impl Admission {
     pub fn reconfigure(&self, config: &Config) -> Admission {
         Admission {
             counts: self.counts.clone(),
+            connections: self.connections.clone(),
             stats: self.stats.clone(),
             ..Admission::new(config)
         }
+    }
+
+    /// Count one accepted connection from `peer`, or refuse it: its address has
+    /// `connections_per_ip` open. Trusted proxies are not counted (many clients share them).
+    /// Ok(None): nothing to hold (no cap, or a trusted peer).
+    pub fn accept(&self, peer: IpAddr) -> Result<Option<ConnectionPermit>, Refusal> {
+        let Some(max) = self.limits.connections_per_ip else {
+            return Ok(None);
+        };
+        let peer = peer.to_canonical();
+        if self.limits.trusted_proxies.iter().any(|c| c.contains(peer)) {
+            return Ok(None);
+        }
+        let key = ip_key(peer);
+        let mut m = self
+            .connections
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= max {
+            self.stats
+                .connections_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::TooMany {
+                what: "open connections per address",
+                retry_after: None,
+            });
+        }
+        *n += 1;
+        Ok(Some(ConnectionPermit {
+            _slot: Arc::new(ConnectionSlot {
+                connections: self.connections.clone(),
+                ip: key,
+            }),
+        }))
+    }
+
+    /// Connections currently counted for `peer`'s address.
+    pub fn connections_of(&self, peer: IpAddr) -> u32 {
+        let m = self
+            .connections
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.get(&ip_key(peer)).copied().unwrap_or(0)
     }
 
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -301,6 +391,34 @@ mod tests {
             ip_key("::ffff:1.2.3.4".parse().unwrap()),
             "1.2.3.4".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn accepted_connections_are_capped_per_address_and_trusted_proxies_are_exempt() {
+        let c = config(
+            "[limits]\nconnections_per_ip = 2\ntrusted_proxies = [\"10.0.0.0/8\"]\n[[route]]\npath = \"/\"\nupstream = \"http://a:1\"\n",
+        );
+        let a = Admission::new(&c);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let p1 = a.accept(ip).unwrap().expect("counted");
+        let ws = p1.clone(); // the WebSocket the connection became
+        let _p2 = a.accept("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(
+            matches!(a.accept(ip), Err(Refusal::TooMany { .. })),
+            "same /64"
+        );
+        assert!(a.accept("192.0.2.1".parse().unwrap()).is_ok());
+        for _ in 0..5 {
+            assert!(a.accept("10.1.2.3".parse().unwrap()).unwrap().is_none());
+        }
+        drop(p1);
+        assert!(a.accept(ip).is_err(), "the WebSocket still holds it");
+        drop(ws);
+        let again = a.reconfigure(&c);
+        assert!(again.accept(ip).unwrap().is_some(), "counts carry over");
+        assert_eq!(a.stats.connections_limited.load(Ordering::Relaxed), 2);
+        let off = Admission::new(&config("[limits]\nconnections_per_ip = 0\n"));
+        assert!(off.accept(ip).unwrap().is_none());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub rate_limit_hits: Family<Labels, Counter>,
     pub rate_limit_actions: Family<Labels, Counter>,
     pub upstream_errors: Family<Labels, Counter>,
+    pub http_timeouts: Family<Labels, Counter>,
     pub upstream_seconds: Hist,
     pub rooms_loaded: Family<Labels, Gauge>,
     pub rooms_by_connections: Family<Labels, Gauge>,
@@ -63,6 +64,7 @@ impl Metrics {
             rate_limit_hits: Family::default(),
             rate_limit_actions: Family::default(),
             upstream_errors: Family::default(),
+            http_timeouts: Family::default(),
             upstream_seconds: Family::new_with_constructor(latency),
             rooms_loaded: Family::default(),
             rooms_by_connections: Family::default(),
@@ -129,6 +131,11 @@ impl Metrics {
             "upstream_errors",
             "Upstream failures by route and kind (connect, timeout, response)",
             m.upstream_errors.clone(),
+        );
+        r.register(
+            "http_timeouts",
+            "HTTP connections and bodies ended by a timeout, by reason (http2_idle, send, request_body, response_body)",
+            m.http_timeouts.clone(),
         );
         r.register(
             "upstream_response_seconds",
@@ -214,6 +221,31 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Count one HTTP timeout (`http_timeouts`).
+pub fn http_timeout(reason: &'static str) {
+    get()
+        .http_timeouts
+        .get_or_create(&labels([("reason", reason)]))
+        .inc();
+}
+
+/// The `code` label of an ended WebSocket. Peers choose close codes, and every distinct label
+/// value is one more series: the codes RFC 6455 defines (1000-1015, with 1005 and 1006, which
+/// stand for "no code" and "no close frame") are kept, the application ranges are bucketed
+/// (`3xxx` registered, `4xxx` private) and anything else is `invalid`. At most 19 values.
+pub fn close_code_label(code: u16) -> &'static str {
+    const KNOWN: [&str; 16] = [
+        "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
+        "1011", "1012", "1013", "1014", "1015",
+    ];
+    match code {
+        1000..=1015 => KNOWN[usize::from(code - 1000)],
+        3000..=3999 => "3xxx",
+        4000..=4999 => "4xxx",
+        _ => "invalid",
+    }
+}
+
 /// One ended WebSocket session's figures.
 pub fn ws_session(route: &str, kind: &'static str, code: u16, io: [(u64, u64); 2]) {
     let m = get();
@@ -223,13 +255,12 @@ pub fn ws_session(route: &str, kind: &'static str, code: u16, io: [(u64, u64); 2
         m.ws_bytes.get_or_create(&l).inc_by(bytes);
         m.ws_messages.get_or_create(&l).inc_by(msgs);
     }
-    // Application codes (3000-4999) are the peers' choice: bucket them to bound the label set.
-    let code = match code {
-        0..=2999 => code.to_string(),
-        _ => format!("{}xxx", code / 1000),
-    };
     m.ws_closes
-        .get_or_create(&labels([("route", route), ("kind", kind), ("code", &code)]))
+        .get_or_create(&labels([
+            ("route", route),
+            ("kind", kind),
+            ("code", close_code_label(code)),
+        ]))
         .inc();
 }
 
@@ -266,4 +297,23 @@ pub fn count_reload(what: &str, ok: bool) {
             ("result", if ok { "ok" } else { "failed" }),
         ]))
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_code_label;
+
+    #[test]
+    fn close_code_labels_are_bounded() {
+        assert_eq!(close_code_label(1000), "1000");
+        assert_eq!(close_code_label(1006), "1006");
+        assert_eq!(close_code_label(1015), "1015");
+        assert_eq!(close_code_label(3000), "3xxx");
+        assert_eq!(close_code_label(4999), "4xxx");
+        for invalid in [0, 999, 1016, 1234, 2999, 5000, u16::MAX] {
+            assert_eq!(close_code_label(invalid), "invalid", "{invalid}");
+        }
+        let all: std::collections::HashSet<&str> = (0..=u16::MAX).map(close_code_label).collect();
+        assert_eq!(all.len(), 19, "every code maps to one of 19 values");
+    }
 }

@@ -255,7 +255,17 @@ pub struct RawLimits {
     pub new_per_ip_burst: Option<u32>,
     pub concurrent_per_ip: Option<u32>,
     pub concurrent_total: Option<u32>,
+    pub connections_per_ip: Option<u32>,
+    pub send_timeout: Option<ConfDuration>,
+    pub http2_idle_timeout: Option<ConfDuration>,
+    pub http2_keepalive_interval: Option<ConfDuration>,
+    pub http2_keepalive_timeout: Option<ConfDuration>,
 }
+
+/// Open connections per client address when `[limits] connections_per_ip` is not set: an office
+/// of ~100 people behind one NAT (6 HTTP/1 connections per browser, a few WebSockets each) fits;
+/// one address can no longer hold more than ~30 MB of idle TLS connections (~28 KB each).
+pub const DEFAULT_CONNECTIONS_PER_IP: u32 = 1024;
 
 /// An address block (`10.0.0.0/8`, `::1/128`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,6 +332,23 @@ pub struct Limits {
     pub concurrent_per_ip: Option<u32>,
     /// Open WebSockets in total (503 above).
     pub concurrent_total: Option<u32>,
+    /// Open connections (any kind: HTTP/1, HTTP/2, the WebSockets they became) per client
+    /// address, all listeners together; checked at accept, before TLS, so a refused
+    /// connection costs a close. Peers in `trusted_proxies` are exempt (their clients share
+    /// the address). Default [`DEFAULT_CONNECTIONS_PER_IP`]; None: no cap (`0`).
+    pub connections_per_ip: Option<u32>,
+    /// A client that takes no response bytes for this long while wsedge has some for it is
+    /// disconnected: HTTP/1 and HTTP/2 writes, and HTTP/2 streams it grants no flow-control
+    /// window (default 60 s, nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed with GOAWAY
+    /// (default 60 s; None: never). HTTP/1 keep-alive waits are bounded by `handshake_timeout`.
+    pub http2_idle_timeout: Option<Duration>,
+    /// HTTP/2 PING after this long without a frame from the client (default 30 s, as the
+    /// WebSocket heartbeat; None: no pings) ...
+    pub http2_keepalive_interval: Option<Duration>,
+    /// ... and the connection is closed if the PING is not answered within this (default 10 s).
+    pub http2_keepalive_timeout: Duration,
 }
 
 impl Limits {
@@ -358,7 +385,33 @@ impl Limits {
             per_sec: p,
             burst: r.new_per_ip_burst.unwrap_or(p).max(1),
         });
+        let positive = |d: Option<ConfDuration>, default: u64, field: &str| {
+            let d = d.map_or(Duration::from_secs(default), |d| d.0);
+            if d.is_zero() {
+                return Err((field.to_string(), "must be greater than 0".to_string()));
+            }
+            Ok(d)
+        };
+        // 0 switches these off; unset means the default.
+        let optional = |d: Option<ConfDuration>, default: u64| match d {
+            None => Some(Duration::from_secs(default)),
+            Some(d) if d.0.is_zero() => None,
+            Some(d) => Some(d.0),
+        };
         Ok(Limits {
+            connections_per_ip: match r.connections_per_ip {
+                None => Some(DEFAULT_CONNECTIONS_PER_IP),
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
+            send_timeout: positive(r.send_timeout, 60, "send_timeout")?,
+            http2_idle_timeout: optional(r.http2_idle_timeout, 60),
+            http2_keepalive_interval: optional(r.http2_keepalive_interval, 30),
+            http2_keepalive_timeout: positive(
+                r.http2_keepalive_timeout,
+                10,
+                "http2_keepalive_timeout",
+            )?,
             handshake_timeout,
             max_header_size: max_header_size.min(u32::MAX as u64) as usize,
             tcp_keepalive,
@@ -459,6 +512,41 @@ mod tests {
         });
         assert_eq!(set.per_ip(true), (five, Some(7)));
         assert_eq!(set.per_ip(false), (five, Some(7)));
+    }
+
+    #[test]
+    fn connection_caps_and_http_timeouts() {
+        let d = Limits::default();
+        assert_eq!(d.connections_per_ip, Some(DEFAULT_CONNECTIONS_PER_IP));
+        assert_eq!(d.send_timeout, Duration::from_secs(60));
+        assert_eq!(d.http2_idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(d.http2_keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(d.http2_keepalive_timeout, Duration::from_secs(10));
+        let zero = ConfDuration(Duration::ZERO);
+        let off = Limits::from_raw(&RawLimits {
+            connections_per_ip: Some(0),
+            http2_idle_timeout: Some(zero),
+            http2_keepalive_interval: Some(zero),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                off.connections_per_ip,
+                off.http2_idle_timeout,
+                off.http2_keepalive_interval
+            ),
+            (None, None, None),
+            "0 switches them off"
+        );
+        for field in ["send_timeout", "http2_keepalive_timeout"] {
+            let mut raw = RawLimits::default();
+            match field {
+                "send_timeout" => raw.send_timeout = Some(zero),
+                _ => raw.http2_keepalive_timeout = Some(zero),
+            }
+            assert_eq!(Limits::from_raw(&raw).unwrap_err().0, field);
+        }
     }
 
     #[test]

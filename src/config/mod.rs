@@ -113,6 +113,11 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     /// Time from sending the request to the upstream's response head (default 60 s; 504).
     pub response_timeout: Duration,
+    /// A body that stops moving: the client sends no request-body bytes for this long while
+    /// the upstream waits for them (408 if no response has started), or the upstream sends
+    /// no response-body bytes for this long while the client waits (the response is cut).
+    /// Default 60 s, as nginx's `client_body_timeout` and `proxy_read_timeout`.
+    pub body_timeout: Duration,
     /// Heartbeat, limits and rates for this route's WebSockets (`[guard]` overlaid by `guard`).
     /// Shared: every hosted connection keeps a handle, not a copy.
     pub guard: std::sync::Arc<Guard>,
@@ -610,6 +615,7 @@ impl Validator<'_> {
         for (name, v) in [
             ("connect_timeout", &r.connect_timeout),
             ("response_timeout", &r.response_timeout),
+            ("body_timeout", &r.body_timeout),
         ] {
             if let Some(d) = v
                 && d.get_ref().0.is_zero()
@@ -650,6 +656,11 @@ impl Validator<'_> {
                 .unwrap_or(Duration::from_secs(5)),
             response_timeout: r
                 .response_timeout
+                .as_ref()
+                .map(|d| d.get_ref().0)
+                .unwrap_or(Duration::from_secs(60)),
+            body_timeout: r
+                .body_timeout
                 .as_ref()
                 .map(|d| d.get_ref().0)
                 .unwrap_or(Duration::from_secs(60)),

@@ -48,5 +48,6 @@ pub struct RawRoute {
     pub max_body: Option<Spanned<ConfSize>>,
     pub connect_timeout: Option<Spanned<ConfDuration>>,
     pub response_timeout: Option<Spanned<ConfDuration>>,
+    pub body_timeout: Option<Spanned<ConfDuration>>,
     pub guard: Option<Spanned<RawGuard>>,
 }

@@ -19,6 +19,12 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// `CONNECT`: wsedge is not a forward proxy (nginx answers the same).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The client stopped sending its request body for the route's `body_timeout`.
+    #[error("request body stalled for {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("request body larger than the route's max_body ({0} bytes)")]
     BodyTooLarge(u64),
     #[error("cannot connect to upstream {upstream}: {reason}")]
@@ -49,6 +55,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::BodyTimeout(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::TooMany { .. } => Culprit::Client,
             ProxyError::Full | ProxyError::RoomUnavailable(_) => Culprit::Us,
@@ -77,6 +85,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
@@ -119,7 +129,17 @@ impl ProxyError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
+        if let ProxyError::MethodNotAllowed = self {
+            // RFC 9110 §15.5.6: say what is allowed (anything but CONNECT goes to the route).
+            resp.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        if status == StatusCode::BAD_REQUEST
+            || status == StatusCode::PAYLOAD_TOO_LARGE
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
             // The rest of the request may still be on the wire: do not reuse this connection.
             resp.headers_mut().insert(
                 header::CONNECTION,

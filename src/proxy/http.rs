@@ -1,6 +1,6 @@
 //! Plain HTTP forwarding to a pooled HTTP/1.1 upstream, bodies streamed both ways.
 
-use super::body::{BodyStats, CappedBody, ProxyBody};
+use super::body::{BodyStats, CappedBody, IdleBody, ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::{ConnInfo, RouteState, headers, upstream_path};
 use crate::config::RouteConfig;
@@ -24,11 +24,6 @@ pub async fn forward(
     }
     let up = &state.upstream;
     let host = super::request_host(&req);
-    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
     let target = upstream_path(route, up, req.uri());
     let (mut parts, body) = req.into_parts();
     parts.uri = Uri::try_from(format!("http://{}{}", up.authority, target))
@@ -36,12 +31,11 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     // A client's `TE: trailers` is hop-by-hop; we never ask the upstream for trailers.
-    let host_value = if route.preserve_host {
-        original_host
-    } else {
-        HeaderValue::from_str(&up.authority).ok()
-    };
-    if let Some(h) = host_value {
+    // `Host` is already the host routing used (`super::normalise_target`): kept with
+    // `preserve_host`, else the upstream's own.
+    if !route.preserve_host
+        && let Ok(h) = HeaderValue::from_str(&up.authority)
+    {
         parts.headers.insert(header::HOST, h);
     }
     headers::add_forwarded(
@@ -51,8 +45,13 @@ pub async fn forward(
         host.as_deref(),
     );
     let stats = Arc::new(BodyStats::default());
-    let upstream_req =
-        Request::from_parts(parts, CappedBody::new(body, route.max_body, stats.clone()));
+    let body: RequestBody = IdleBody::new(
+        CappedBody::new(body, route.max_body, stats.clone()),
+        route.body_timeout,
+        Some(stats.clone()),
+        "request_body",
+    );
+    let upstream_req = Request::from_parts(parts, body);
 
     let resp = match tokio::time::timeout(
         route.response_timeout,
@@ -65,16 +64,17 @@ pub async fn forward(
             if stats.too_large.load(Ordering::Relaxed) {
                 return Err(ProxyError::BodyTooLarge(route.max_body.unwrap_or(0)));
             }
+            if stats.stalled.load(Ordering::Relaxed) {
+                return Err(ProxyError::BodyTimeout(route.body_timeout));
+            }
             return Err(classify(&up.authority, &e));
         }
         Ok(Ok(resp)) => resp,
     };
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed(),
-    ))
+    let body = IdleBody::new(body, route.body_timeout, None, "response_body");
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 fn declared_length(h: &::http::HeaderMap) -> Option<u64> {

@@ -1,5 +1,8 @@
 //! The request pipeline, in the order it runs for every request:
-//! 1. framing checks (smuggling attempts are refused with 400 before anything else: `request`);
+//! 1. framing checks (smuggling attempts are refused with 400 before anything else), then the
+//!    target: `CONNECT` gets 405, a target that is not a path or an absolute URL 400, and the
+//!    host is made one (an absolute-form authority replaces `Host`; over HTTP/2 a `host` that
+//!    disagrees with `:authority` is 400), so the upstream gets the host routing used (`request`);
 //! 2. route lookup by host and path (404 when nothing matches: `routes`);
 //! 3. the route's [`Service`] serves it (`service`, the one place that matches on the kind): an
 //!    upstream route forwards HTTP ([`http`]) or relays a WebSocket ([`websocket`]), a hosted
@@ -32,7 +35,7 @@ use arc_swap::ArcSwap;
 use body::ProxyBody;
 use error::ProxyError;
 use hyper::body::Incoming;
-use request::check_framing;
+use request::{check_framing, normalise_target};
 use service::route_key;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -224,11 +227,12 @@ impl Proxy {
     async fn route_request(
         &self,
         state: &State,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnInfo,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_framing(req.headers())?;
+        normalise_target(&mut req, conn.tls)?;
         let host = request_host(&req);
         let found = state.routes.find(host.as_deref(), req.uri().path());
         if !conn.tls {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub struct RouteState {
     pub upstream: Upstream,
     /// Pooled keep-alive HTTP/1.1 connections to this route's upstream.
-    pub client: Client<HttpConnector, body::CappedBody<Incoming>>,
+    pub client: Client<HttpConnector, body::RequestBody>,
 }
 
 /// What a matched route leads to.

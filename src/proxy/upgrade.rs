@@ -65,7 +65,8 @@ fn switching_protocols(key: &HeaderValue) -> Result<Response<ProxyBody>, ProxyEr
 }
 
 /// Once the client has switched, run `session` on its socket in a task the shutdown tracker
-/// waits for; `held` (admission permits, a room membership) lives exactly as long. At the end:
+/// waits for; `held` (admission permits, a room membership) lives exactly as long, and so does
+/// the connection's place under `connections_per_ip`. At the end:
 /// the session metrics and one access-log line.
 fn spawn_session<H, F, Fut>(
     ctx: &Ctx<'_>,
@@ -80,6 +81,10 @@ fn spawn_session<H, F, Fut>(
     F: FnOnce((Io, Bytes), H) -> Fut + Send + 'static,
     Fut: Future<Output = SessionEnd> + Send,
 {
+    // The client connection's place under `connections_per_ip`, kept for the socket's life.
+    let connection = req
+        .extensions_mut()
+        .remove::<crate::limits::ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(req);
     let label = super::routes::route_label(ctx.route);
     // Kept for the session's end only when the access log is on (strings per connection).
@@ -92,6 +97,7 @@ fn spawn_session<H, F, Fut>(
         let started = Instant::now();
         let _open = crate::metrics::OpenGuard::new(&label, kind);
         let end = session(websocket::client_io(upgraded), held).await;
+        drop(connection);
         crate::metrics::ws_session(&label, kind, end.code, [end.from_client, end.to_client]);
         if let Some(log) = log {
             log.0.session(kind, log.1.as_deref(), &end, started);

@@ -8,6 +8,7 @@ use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::{AccessLog, Ctx, RouteState, headers, upstream_path};
 use crate::server::framing::Tracked;
+use crate::server::idle::SendDeadline;
 use crate::ws::conn::Io;
 use crate::ws::relay::{self, Peer};
 use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
@@ -27,13 +28,17 @@ pub async fn forward(
     let up = &state.upstream;
     // Admission before anything is spent on the upstream.
     let permit = ctx.admit(req.headers())?;
-    let client_upgrade = hyper::upgrade::on(&mut req);
+    // The client connection's place under `connections_per_ip`, kept for the socket's life.
+    let held = req
+        .extensions_mut()
+        .remove::<crate::limits::ConnectionPermit>();
     let host = super::request_host(&req);
+    // The target is a path here (`super::normalise_target` refused the other forms), but the
+    // upstream URI is built from input: a failure is the client's 400, never a panic.
+    let uri = ::http::Uri::try_from(upstream_path(route, up, req.uri()))
+        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+    let client_upgrade = hyper::upgrade::on(&mut req);
 
-    let mut builder = Request::builder()
-        .method(req.method())
-        .uri(upstream_path(route, up, req.uri()))
-        .version(Version::HTTP_11);
     let mut h = req.headers().clone();
     headers::strip_hop_by_hop(&mut h);
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -49,10 +54,11 @@ pub async fn forward(
         if conn.tls { "https" } else { "http" },
         host.as_deref(),
     );
-    *builder.headers_mut().expect("builder is valid") = h;
-    let upstream_req = builder
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+    let mut upstream_req = Request::new(Empty::<bytes::Bytes>::new());
+    *upstream_req.method_mut() = req.method().clone();
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = h;
 
     let tcp = match tokio::time::timeout(route.connect_timeout, TcpStream::connect(&up.authority))
         .await
@@ -95,12 +101,13 @@ pub async fn forward(
     }
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    let mut client_resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    let mut client_resp = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let mut h = resp.headers().clone();
     headers::strip_hop_by_hop(&mut h);
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    *client_resp.headers_mut().expect("builder is valid") = h;
+    *client_resp.headers_mut() = h;
 
     let shutdown = ctx.closing.clone();
     let guard = route.guard.clone();
@@ -125,7 +132,7 @@ pub async fn forward(
             shutdown,
         )
         .await;
-        drop(permit);
+        drop((permit, held));
         let end = crate::ws::end::SessionEnd::from(&outcome);
         crate::metrics::ws_session(
             &route_label,
@@ -135,22 +142,23 @@ pub async fn forward(
         );
         log.session("websocket", None, &end, started);
     }));
-    Ok(client_resp
-        .body(Empty::new().map_err(|e| match e {}).boxed())
-        .expect("valid 101 response"))
+    Ok(client_resp)
 }
 
 /// Take the client connection back from hyper, unsplit (rooms use it as is; the relay splits it):
 /// the stream and hyper's read-ahead bytes. The server's own connection types are recognised, so
 /// plain TCP comes back as a `TcpStream`.
 pub(crate) fn client_io(up: Upgraded) -> (Io, bytes::Bytes) {
-    type Plain = TokioIo<Tracked<TcpStream>>;
-    type Tls = TokioIo<Tracked<tokio_rustls::server::TlsStream<TcpStream>>>;
+    type Plain = TokioIo<Tracked<SendDeadline<TcpStream>>>;
+    type Tls = TokioIo<Tracked<SendDeadline<tokio_rustls::server::TlsStream<TcpStream>>>>;
     match up.downcast::<Plain>() {
-        Ok(p) => (Io::Tcp(p.io.into_inner().into_inner()), p.read_buf),
+        Ok(p) => (
+            Io::Tcp(p.io.into_inner().into_inner().into_inner()),
+            p.read_buf,
+        ),
         Err(up) => match up.downcast::<Tls>() {
             Ok(p) => (
-                Io::Other(Box::new(p.io.into_inner().into_inner())),
+                Io::Other(Box::new(p.io.into_inner().into_inner().into_inner())),
                 p.read_buf,
             ),
             Err(up) => {

@@ -6,6 +6,7 @@
 //! and [`Running::shutdown`] waits for the tracker up to `server.shutdown_grace`.
 
 pub(crate) mod framing;
+pub(crate) mod idle;
 
 use crate::config::{Config, HostPattern};
 use crate::proxy::{ConnInfo, Proxy};
@@ -253,8 +254,18 @@ async fn accept_loop(
                 }
             },
         };
+        let state = proxy.state();
+        // Every connection counts against its address's cap, before any TLS work: a refused
+        // one costs a close.
+        let permit = match state.admission.accept(peer.ip()) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::debug!(%peer, reason = "connections_per_ip", "connection refused at accept");
+                continue; // dropping the socket closes it
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        if let Some(idle) = proxy.state().limits.tcp_keepalive {
+        if let Some(idle) = state.limits.tcp_keepalive {
             // Finds peers that vanished without a FIN (NAT timeouts, pulled cables) at TCP level.
             let ka = socket2::TcpKeepalive::new()
                 .with_time(idle)
@@ -262,12 +273,18 @@ async fn accept_loop(
                 .with_retries(3);
             let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka);
         }
+        drop(state);
         let (proxy, shutdown, tls) = (proxy.clone(), shutdown.clone(), tls.clone());
         // Boxed: the connection's state (TLS accept, hyper) lives in an ordinary allocation
         // rather than in the 128-byte-aligned task cell, which fragments the heap once freed.
         tracker.spawn(Box::pin(async move {
+            let conn = Conn {
+                proxy,
+                shutdown,
+                permit,
+            };
             match tls {
-                None => serve(tcp, ConnInfo { peer, tls: false }, false, proxy, shutdown).await,
+                None => serve(tcp, ConnInfo { peer, tls: false }, false, conn).await,
                 Some((config, store)) => {
                     crate::metrics::get()
                         .handshakes
@@ -275,11 +292,11 @@ async fn accept_loop(
                         .inc();
                     let handshake = tls::accept::accept(tcp, config, &store);
                     // The TLS handshake gets the same budget as the request head after it.
-                    let limit = proxy.state().limits.handshake_timeout;
+                    let limit = conn.proxy.state().limits.handshake_timeout;
                     match tokio::time::timeout(limit, handshake).await {
                         Ok(Ok(stream)) => {
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            serve(stream, ConnInfo { peer, tls: true }, h2, proxy, shutdown).await
+                            serve(stream, ConnInfo { peer, tls: true }, h2, conn).await
                         }
                         Ok(Err(e)) => {
                             tls_failed("error");
@@ -296,26 +313,69 @@ async fn accept_loop(
     }
 }
 
+/// What a connection task holds besides its socket.
+struct Conn {
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+    /// Its place under `connections_per_ip` (None: not counted); shared with the WebSocket it
+    /// may become.
+    permit: Option<crate::limits::ConnectionPermit>,
+}
+
 /// Serve one connection until it ends or shutdown: HTTP/2 when TLS negotiated `h2` by ALPN,
 /// HTTP/1.1 (with upgrades) otherwise. No protocol sniffing: the connection type stays concrete,
 /// so an upgraded WebSocket gets its plain socket back (see `proxy::websocket::client_peer`).
-async fn serve<I>(io: I, info: ConnInfo, h2: bool, proxy: Arc<Proxy>, shutdown: CancellationToken)
+/// Under hyper's own timers: writes the client does not take end the connection after
+/// `send_timeout` ([`idle::SendDeadline`]); an HTTP/2 connection is also pinged, closed when
+/// idle, and dropped when a stream's client grants no window ([`idle::watch`]).
+async fn serve<I>(io: I, info: ConnInfo, h2: bool, conn: Conn)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        proxy,
+        shutdown,
+        permit,
+    } = conn;
     let limits = proxy.state().limits.clone();
+    let io = idle::SendDeadline::new(io, limits.send_timeout);
     let flags = Arc::new(framing::Flags::default());
+    let activity = h2.then(idle::Activity::new);
     // Requests on one HTTP/1 connection reach the service in order: number them like the tracker.
     let next_index = AtomicU64::new(0);
-    let svc_flags = flags.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let smuggled = svc_flags.is_flagged(next_index.fetch_add(1, Ordering::Relaxed));
-        proxy.clone().handle(req, info, smuggled)
+    let (svc_flags, svc_activity) = (flags.clone(), activity.clone());
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let index = next_index.fetch_add(1, Ordering::Relaxed);
+        let smuggled = svc_flags.is_flagged(index);
+        if let Some(p) = &permit
+            && req.headers().contains_key(http::header::UPGRADE)
+        {
+            // The WebSocket this may become holds the connection's place once hyper lets go.
+            req.extensions_mut().insert(p.clone());
+        }
+        let stream = svc_activity.as_ref().map(|a| a.stream());
+        let (proxy, flags) = (proxy.clone(), svc_flags.clone());
+        async move {
+            let Ok(resp) = proxy.handle(req, info, smuggled).await;
+            // Before hyper sees the answer: the framing guard follows what comes next.
+            flags.answered(
+                index,
+                resp.status() == http::StatusCode::SWITCHING_PROTOCOLS,
+            );
+            Ok::<_, std::convert::Infallible>(resp.map(|b| idle::Watched::new(b, stream)))
+        }
     });
+    let watch = async {
+        match &activity {
+            Some(a) => idle::watch(a, limits.http2_idle_timeout, limits.send_timeout).await,
+            None => std::future::pending().await,
+        }
+    };
     macro_rules! drive {
         ($conn:expr) => {{
             let conn = $conn;
             tokio::pin!(conn);
+            tokio::pin!(watch);
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -326,13 +386,30 @@ where
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
+                verdict = &mut watch => match verdict {
+                    idle::Verdict::Idle => {
+                        crate::metrics::http_timeout("http2_idle");
+                        tracing::debug!(peer = %info.peer, "idle HTTP/2 connection closed");
+                        conn.as_mut().graceful_shutdown();
+                        // GOAWAY, then a PING round trip: as long as a keep-alive answer.
+                        let _ = tokio::time::timeout(limits.http2_keepalive_timeout, conn).await;
+                    }
+                    idle::Verdict::Stalled => {
+                        crate::metrics::http_timeout("send");
+                        tracing::debug!(peer = %info.peer, "HTTP/2 client took no response bytes for send_timeout: dropped");
+                    }
+                },
             }
         }};
     }
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_size as u32);
+            .max_header_list_size(limits.max_header_size as u32)
+            // A PING after this long without a frame from the client; no answer in time
+            // closes the connection (a peer that vanished).
+            .keep_alive_interval(limits.http2_keepalive_interval)
+            .keep_alive_timeout(limits.http2_keepalive_timeout);
         drive!(b.serve_connection(TokioIo::new(io), svc));
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();

@@ -178,6 +178,14 @@ async fn handle(
             });
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
+        "/stall" => {
+            // One chunk of the response body, then nothing, ever (an upstream that hangs).
+            let first = futures_util::stream::once(async {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first chunk\n")))
+            });
+            let stream = first.chain(futures_util::stream::pending());
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
         _ => text(StatusCode::OK, format!("upstream saw {}", req.uri())),
     })
 }
