@@ -1,34 +1,43 @@
 //! wsedge: a TLS-terminating edge proxy specialised for WebSockets.
 //!
 //! The map (each module is one box of the request flow). Dependencies point down the list, with
-//! one exception left: `proxy::websocket` uses `server::framing` (to move into `proxy`).
+//! one exception left: `proxy::websocket` names `server::framing` and `server::idle`'s IO
+//! wrappers to take a client's socket back after an upgrade (to move into `proxy`).
 //! `config` and `metrics` import nothing of ours.
 //! - `main.rs` (the binary): the command line only (`run`, `check`, `dev-certs`) -> [`run`].
 //! - [`run`]: what `wsedge run` does once the config is loaded: start the server, sd_notify,
 //!   signals (SIGHUP reloads config and certificates, SIGTERM/SIGINT shut down); `dev-certs`.
-//! - [`server`]: listeners (:80 plain, :443 TLS with ALPN h2/http1.1), accept loop, per-connection
-//!   serving, shutdown (one token, one tracker, one grace deadline).
+//! - [`server`]: listeners (:80 plain, :443 TLS with ALPN h2/http1.1), accept loop (the
+//!   per-address connection cap first), per-connection serving, shutdown (one token, one
+//!   tracker, one grace deadline); `framing` follows HTTP/1 request framing on the raw bytes
+//!   (the smuggling guard, on until a 101), `idle` the timers hyper lacks (`send_timeout`,
+//!   HTTP/2 idle connections and streams whose client grants no window).
 //! - `admin`: the admin listener (`/metrics`, gathered there from the proxy, rooms and
 //!   certificates; `/healthz`, `/readyz`).
-//! - [`proxy`]: route table (host, path prefix), hop-by-hop rules, HTTP forwarding to pooled
-//!   HTTP/1.1 upstreams, WebSocket handshake forwarding, and the hosted rooms' handshake (426,
-//!   key, origin, admission, auth, 101, tracked spawn).
+//! - [`proxy`]: `request` (framing, target and host checks: the upstream gets the host routing
+//!   used), `routes` (host, path prefix), `service` (the route's kind, matched in one place:
+//!   upstream | rooms), `state` (what a reload swaps), hop-by-hop rules, HTTP forwarding to
+//!   pooled HTTP/1.1 upstreams (`http`, bodies capped and under `body_timeout`), WebSocket
+//!   handshake forwarding (`websocket`), the generic hosted handshake (`upgrade`: 426, key,
+//!   101, tracked spawn, metrics and the access log), `access_log`.
 //! - [`auth`]: who may open a hosted socket, for any hosted service: origin check, JWT (key
 //!   parsed at config load), forward auth.
 //! - [`rooms`]: hosted Yjs rooms: `wire` pre-validates every payload (bounded nesting and
 //!   counts) before yrs decodes it, `protocol` is the y-websocket protocol sans-IO, `room` one
 //!   loaded room (its lock, heavy frames on the blocking pool), `registry` (rooms by name, their
-//!   callback tasks and unload timers), `socket` (a room connection: a handler for
+//!   callback tasks and unload timers), `accept` (the room's part of a handshake: name, origin,
+//!   admission, auth, join), `socket` (a room connection: a handler for
 //!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`.
 //! - [`ws`]: the sans-IO frame scanner (`frame`), the server end of hosted sockets (`conn`:
 //!   no buffer held while idle), the one guard every WebSocket gets (`heartbeat`, `guard`:
 //!   rates and statistics, `close`: codes), the guarded loop hosted services run on (`hosted`)
 //!   and the frame-aware relay of proxied sockets (`relay`).
-//! - `limits`: WebSocket admission (handshake rates, per-IP and total caps, client IP from
-//!   trusted proxies).
+//! - `limits`: admission (connections per address at accept; WebSocket handshake rates,
+//!   per-IP and total caps; client IP from trusted proxies).
 //! - [`tls`]: certificates from certbot's CERTDIR, chosen by SNI (self-signed fallback).
-//! - [`config`]: TOML -> raw structs (unknown fields refused) -> validated, frozen
-//!   [`config::Config`] (keys parsed once).
+//! - [`config`]: TOML -> raw structs (`raw`, unknown fields refused) -> validated (`validate`,
+//!   `route`; each problem with its field and line: `error`) -> frozen [`config::Config`] (keys
+//!   parsed once); `guard`, `rooms`, `auth`, `units` are the sections and value types.
 //! - `clock`: timer deadlines built with saturating arithmetic (no `Instant + Duration` panic).
 //! - `metrics`: the registry and its helpers (a leaf); `systemd`: sd_notify (ready, reloading,
 //!   stopping, watchdog).
