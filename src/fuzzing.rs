@@ -7,7 +7,7 @@
 use crate::config::{Config, HostPattern};
 use crate::rooms::protocol::{Conn, Handled, Limits, Out, Room};
 use crate::rooms::wire;
-use crate::server::framing::Tracker;
+use crate::transport::framing::Tracker;
 use crate::ws::conn::{Decoder, Incoming};
 use crate::ws::frame::{self, FrameError, FrameHeader, Scanner, Step};
 use std::collections::{HashMap, HashSet};
@@ -413,7 +413,7 @@ pub fn awareness(data: &[u8]) {
     );
 }
 
-/// The HTTP/1 request-smuggling guard (`server::framing::Tracker`). Input: one byte that chooses
+/// The HTTP/1 request-smuggling guard (`transport::framing::Tracker`). Input: one byte that chooses
 /// how the stream is cut into reads, then the bytes a client sends. The verdict (which request,
 /// if any, carried both `Content-Length` and `Transfer-Encoding`) must not depend on how the
 /// bytes arrive, and a request is only flagged if both headers are there.

@@ -1,17 +1,14 @@
 //! wsedge: a TLS-terminating edge proxy specialised for WebSockets.
 //!
-//! The map (each module is one box of the request flow). Dependencies point down the list, with
-//! one exception left: `proxy::websocket` names `server::framing` and `server::idle`'s IO
-//! wrappers to take a client's socket back after an upgrade (to move into `proxy`).
+//! The map (each module is one box of the request flow). Dependencies point down the list; there
+//! are no cycles.
 //! `config` and `metrics` import nothing of ours.
 //! - `main.rs` (the binary): the command line only (`run`, `check`, `dev-certs`) -> [`run`].
 //! - [`run`]: what `wsedge run` does once the config is loaded: start the server, sd_notify,
 //!   signals (SIGHUP reloads config and certificates, SIGTERM/SIGINT shut down); `dev-certs`.
 //! - [`server`]: listeners (:80 plain, :443 TLS with ALPN h2/http1.1), accept loop (the
 //!   per-address connection cap first), per-connection serving, shutdown (one token, one
-//!   tracker, one grace deadline); `framing` follows HTTP/1 request framing on the raw bytes
-//!   (the smuggling guard, on until a 101), `idle` the timers hyper lacks (`send_timeout`,
-//!   HTTP/2 idle connections and streams whose client grants no window).
+//!   tracker, one grace deadline).
 //! - `admin`: the admin listener (`/metrics`, gathered there from the proxy, rooms and
 //!   certificates; `/healthz`, `/readyz`).
 //! - [`proxy`]: `request` (framing, target and host checks: the upstream gets the host routing
@@ -34,6 +31,10 @@
 //!   and the frame-aware relay of proxied sockets (`relay`).
 //! - `limits`: admission (connections per address at accept; WebSocket handshake rates,
 //!   per-IP and total caps; client IP from trusted proxies).
+//! - `transport`: what wraps a client connection under hyper (the server wraps, the proxy
+//!   unwraps after an upgrade): `framing` follows HTTP/1 request framing on the raw bytes (the
+//!   smuggling guard, on until a 101), `idle` the timers hyper lacks (`send_timeout`, HTTP/2 idle
+//!   connections and streams whose client grants no window).
 //! - [`tls`]: certificates from certbot's CERTDIR, chosen by SNI (self-signed fallback).
 //! - [`config`]: TOML -> raw structs (`raw`, unknown fields refused) -> validated (`validate`,
 //!   `route`; each problem with its field and line: `error`) -> frozen [`config::Config`] (keys
@@ -72,4 +73,5 @@ pub mod run;
 pub mod server;
 pub(crate) mod systemd;
 pub mod tls;
+pub(crate) mod transport;
 pub mod ws;

@@ -105,6 +105,9 @@ pub struct RouteConfig {
     pub host: Option<HostPattern>,
     /// Normalised prefix: starts with `/`, no trailing `/` except for the root `/`.
     pub path: String,
+    /// The route's name in metrics: host (if any) and path. Shared, so that a connection that
+    /// keeps it for its life keeps a pointer, not a copy.
+    pub label: std::sync::Arc<str>,
     pub action: RouteAction,
     /// Remove `path` from the request path before forwarding (default false, like nginx without URI).
     pub strip_prefix: bool,

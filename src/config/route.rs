@@ -135,10 +135,15 @@ impl Validator<'_> {
         if self.problems.len() != before {
             return None;
         }
+        let label = match &host {
+            Some(h) => format!("{h}{path}"),
+            None => path.clone(),
+        };
         Some(RouteConfig {
             index: i,
             host,
             path,
+            label: label.into(),
             action: action?,
             strip_prefix: r.strip_prefix.unwrap_or(false),
             plain_http: r.plain_http.unwrap_or(false),

@@ -14,10 +14,7 @@ pub struct RouteTable<T> {
 
 /// A route's name in metrics labels: `host/path`, or the path alone.
 pub fn route_label(r: &RouteConfig) -> String {
-    match &r.host {
-        Some(h) => format!("{h}{}", r.path),
-        None => r.path.clone(),
-    }
+    r.label.to_string()
 }
 
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {

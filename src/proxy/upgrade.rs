@@ -64,46 +64,74 @@ fn switching_protocols(key: &HeaderValue) -> Result<Response<ProxyBody>, ProxyEr
     Ok(r)
 }
 
+/// A hosted session: what it holds for its life (admission permits, a room membership) and
+/// how it runs on the switched socket. It serves by reference, so that what it holds is kept
+/// once in the connection's task, not moved into a second future beside the first.
+pub(super) trait Hosted: Send + Sync + 'static {
+    /// The `kind` of its metrics and access-log line.
+    const KIND: &'static str;
+    /// Its route's metrics label (borrowed from what the session holds anyway).
+    fn label(&self) -> &str;
+    fn serve(&self, io: (Io, Bytes)) -> impl Future<Output = SessionEnd> + Send + '_;
+}
+
 /// Once the client has switched, run `session` on its socket in a task the shutdown tracker
-/// waits for; `held` (admission permits, a room membership) lives exactly as long, and so does
-/// the connection's place under `connections_per_ip`. At the end:
-/// the session metrics and one access-log line.
-fn spawn_session<H, F, Fut>(
+/// waits for; what the session holds lives exactly as long, and so does the connection's place
+/// under `connections_per_ip`. At the end: the session metrics and one access-log line.
+fn spawn_session<H: Hosted>(
     ctx: &Ctx<'_>,
     req: &mut Request<Incoming>,
-    kind: &'static str,
     detail: Option<String>,
     log: AccessLog,
-    held: H,
-    session: F,
-) where
-    H: Send + 'static,
-    F: FnOnce((Io, Bytes), H) -> Fut + Send + 'static,
-    Fut: Future<Output = SessionEnd> + Send,
-{
-    // The client connection's place under `connections_per_ip`, kept for the socket's life.
+    session: H,
+) {
     let connection = req
         .extensions_mut()
         .remove::<crate::limits::ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(req);
-    let label = super::routes::route_label(ctx.route);
     // Kept for the session's end only when the access log is on (strings per connection).
-    let log = log.enabled.then(|| Box::new((log, detail)));
+    let mut log = log.enabled.then(|| Box::new((log, detail, Instant::now())));
     let fut = async move {
         // The client went away before the switch: what was held drops with this task.
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let started = Instant::now();
-        let _open = crate::metrics::OpenGuard::new(&label, kind);
-        let end = session(websocket::client_io(upgraded), held).await;
-        drop(connection);
-        crate::metrics::ws_session(&label, kind, end.code, [end.from_client, end.to_client]);
+        if let Some(log) = log.as_mut() {
+            log.2 = Instant::now(); // the session starts now
+        }
+        let _open = crate::metrics::OpenGuard::new(session.label(), H::KIND);
+        let end = session.serve(websocket::client_io(upgraded)).await;
+        let (code, io) = (end.code, [end.from_client, end.to_client]);
+        crate::metrics::ws_session(session.label(), H::KIND, code, io);
+        drop((session, connection));
         if let Some(log) = log {
-            log.0.session(kind, log.1.as_deref(), &end, started);
+            log.0.session(H::KIND, log.1.as_deref(), &end, log.2);
         }
     };
     ctx.proxy.tracker.spawn(Box::pin(fut));
+}
+
+/// A room connection: its session (membership, guard settings) and its admission permit.
+struct RoomSession {
+    session: crate::rooms::socket::Session,
+    _permit: crate::limits::Permit,
+}
+
+impl Hosted for RoomSession {
+    const KIND: &'static str = "room";
+
+    fn label(&self) -> &str {
+        &self.session.registry.label
+    }
+
+    fn serve(&self, io: (Io, Bytes)) -> impl Future<Output = SessionEnd> + Send + '_ {
+        // A map, not an `async` block: a block would keep `io` (or the future, moved into its
+        // await) twice.
+        futures_util::FutureExt::map(
+            crate::rooms::socket::serve(io, &self.session),
+            SessionEnd::from,
+        )
+    }
 }
 
 /// Accept a WebSocket for a hosted room: the generic checks, then the room's own (name, origin,
@@ -149,14 +177,11 @@ pub(super) async fn rooms(
     spawn_session(
         ctx,
         &mut req,
-        "room",
         Some(name),
         log,
-        (session, permit),
-        |io, (session, permit)| async move {
-            let end = crate::rooms::socket::serve(io, &session).await;
-            drop(permit);
-            SessionEnd::from(end)
+        RoomSession {
+            session,
+            _permit: permit,
         },
     );
     Ok(response)

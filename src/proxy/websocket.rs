@@ -7,8 +7,8 @@
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::{AccessLog, Ctx, RouteState, headers, upstream_path};
-use crate::server::framing::Tracked;
-use crate::server::idle::SendDeadline;
+use crate::transport::framing::Tracked;
+use crate::transport::idle::SendDeadline;
 use crate::ws::conn::Io;
 use crate::ws::relay::{self, Peer};
 use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};

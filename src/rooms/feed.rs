@@ -294,9 +294,12 @@ impl Cursor {
         self.feed.lock().cursors[self.slot] = Some(seq);
     }
 
-    /// Wait for the next append (cancel-safe). Err: the feed is gone.
-    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
-        self.rx.changed().await
+    /// Wait for the next append (cancel-safe). Err: the feed is gone. (tokio's future itself,
+    /// not wrapped in one more: a connection waiting here carries it.)
+    pub fn changed(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), watch::error::RecvError>> + Send + '_ {
+        self.rx.changed()
     }
 }
 

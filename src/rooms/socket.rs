@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,29 @@ pub struct Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.registry.leave(&self.room);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Ready at once (`wait` None: more of the feed is waiting), or when the feed changes. The
+    /// feed lives as long as the room handle the connection holds, so its error (the feed is
+    /// gone) cannot happen; if it did, this would wait forever rather than spin.
+    struct Ready<F> {
+        #[pin]
+        wait: Option<F>,
+    }
+}
+
+impl<F: Future<Output = Result<(), E>>, E> Future for Ready<F> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project().wait.as_pin_mut() {
+            None => Poll::Ready(()),
+            Some(w) => match w.poll(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(()),
+                Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -116,8 +140,7 @@ pub fn serve(
             conn,
             feed: s.room.feed.subscribe(),
             more: false,
-            permit: None,
-            resync: None,
+            held: None,
         };
         let settings = Settings {
             guard: &s.guard,
@@ -141,11 +164,18 @@ struct RoomSocket<'a> {
     feed: Cursor,
     /// More of the feed is waiting (read it without waiting for news).
     more: bool,
-    /// Room in the sync budget held for what is queued, until it is written.
-    permit: Option<SemaphorePermit<'a>>,
-    /// A resync's shared encoding, kept until written, so that connections behind at the same
-    /// point reuse it rather than encode the document again.
-    resync: Option<Arc<[Bytes]>>,
+    /// What a large send holds until it is written (boxed: most connections never hold it,
+    /// and every connection's future would carry the slots).
+    held: Option<Box<Held<'a>>>,
+}
+
+/// Held for what is queued, until it is written.
+struct Held<'a> {
+    /// Room in the sync budget.
+    _permit: Option<SemaphorePermit<'a>>,
+    /// A resync's shared encoding, so that connections behind at the same point reuse it
+    /// rather than encode the document again.
+    _resync: Option<Arc<[Bytes]>>,
 }
 
 impl Handler for RoomSocket<'_> {
@@ -171,7 +201,14 @@ impl Handler for RoomSocket<'_> {
         // room in the budget first.
         match budget(s, s.room.sync_cost(&data)).await {
             Err(end) => return Flow::Close(end.0, end.1),
-            Ok(p) => self.permit = p,
+            Ok(p) => {
+                self.held = p.map(|p| {
+                    Box::new(Held {
+                        _permit: Some(p),
+                        _resync: None,
+                    })
+                })
+            }
         }
         let (replies, error) = match s.room.try_handle(self.conn, data, s.limits) {
             Ok(done) => done,
@@ -197,13 +234,11 @@ impl Handler for RoomSocket<'_> {
         }
     }
 
-    async fn ready(&mut self) {
-        if self.more {
-            return;
-        }
-        // The feed lives as long as the room handle this connection holds: it cannot go.
-        if self.feed.changed().await.is_err() {
-            std::future::pending::<()>().await;
+    fn ready(&mut self) -> impl Future<Output = ()> + Send {
+        // Not an `async fn`: every waiting connection carries this future, and the feed's
+        // own is all it needs.
+        Ready {
+            wait: (!self.more).then(|| self.feed.changed()),
         }
     }
 
@@ -221,8 +256,7 @@ impl Handler for RoomSocket<'_> {
             // in the budget.
             Read::Behind => match budget(s, s.room.size()).await {
                 Err(end) => Flow::Close(end.0, end.1),
-                Ok(p) => {
-                    self.permit = p;
+                Ok(permit) => {
                     let h = s.room.clone();
                     match s.room.with(move |r| h.resync(r)).await {
                         Some((frames, at)) => {
@@ -231,7 +265,10 @@ impl Handler for RoomSocket<'_> {
                             for f in frames.iter() {
                                 out.binary(f);
                             }
-                            self.resync = Some(frames);
+                            self.held = Some(Box::new(Held {
+                                _permit: permit,
+                                _resync: Some(frames),
+                            }));
                             Flow::Continue
                         }
                         None => Flow::Close(close::INTERNAL_ERROR, "internal error"),
@@ -243,8 +280,7 @@ impl Handler for RoomSocket<'_> {
 
     fn written(&mut self) {
         // Written: the room it held in the budget is free again.
-        self.permit = None;
-        self.resync = None;
+        self.held = None;
     }
 }
 

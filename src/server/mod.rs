@@ -5,12 +5,10 @@
 //! connections finish their in-flight requests (`graceful_shutdown`), relays send close 1001,
 //! and [`Running::shutdown`] waits for the tracker up to `server.shutdown_grace`.
 
-pub(crate) mod framing;
-pub(crate) mod idle;
-
 use crate::config::{Config, HostPattern};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{self, CertStore};
+use crate::transport::{framing, idle};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;

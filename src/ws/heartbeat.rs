@@ -11,7 +11,6 @@
 
 use crate::clock::{FAR, deadline};
 use crate::config::Guard;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// Payload prefix of wsedge's own pings, followed by the token in hex.
@@ -36,12 +35,11 @@ struct Outstanding {
     owed: u8,
 }
 
+/// Borrows the guard's settings rather than copying them: every idle connection carries one.
 #[derive(Debug, Clone)]
-pub struct Heartbeat {
-    interval: Option<Duration>,
-    timeout: Duration,
-    idle: Option<Duration>,
-    peers: usize,
+pub struct Heartbeat<'g> {
+    guard: &'g Guard,
+    peers: u8,
     next_ping: Option<Instant>,
     outstanding: Option<Outstanding>,
     last_data: Instant,
@@ -49,14 +47,12 @@ pub struct Heartbeat {
     held: [Option<Instant>; 2],
 }
 
-impl Heartbeat {
+impl<'g> Heartbeat<'g> {
     /// For `peers` peers (1: a hosted socket; 2: client and upstream), starting `now`.
-    pub fn new(g: &Guard, peers: usize, now: Instant) -> Heartbeat {
+    pub fn new(g: &'g Guard, peers: usize, now: Instant) -> Heartbeat<'g> {
         Heartbeat {
-            interval: g.heartbeat_interval,
-            timeout: g.heartbeat_timeout,
-            idle: g.idle_timeout,
-            peers: peers.clamp(1, 2),
+            guard: g,
+            peers: peers.clamp(1, 2) as u8,
             next_ping: g.heartbeat_interval.map(|i| deadline(now, i)),
             outstanding: None,
             last_data: now,
@@ -109,7 +105,7 @@ impl Heartbeat {
     /// When `poll` has something to say next (None: never, unless fed).
     pub fn next_wake(&self) -> Option<Instant> {
         let pong = self.outstanding.map(|o| self.pong_deadline(o));
-        let idle = self.idle.map(|t| deadline(self.last_data, t));
+        let idle = self.guard.idle_timeout.map(|t| deadline(self.last_data, t));
         let ping = if self.outstanding.is_none() {
             self.next_ping
         } else {
@@ -121,11 +117,11 @@ impl Heartbeat {
     /// The pong deadline, moved past any hold on a peer that still owes.
     fn pong_deadline(&self, o: Outstanding) -> Instant {
         let mut due = o.due;
-        for p in 0..self.peers {
+        for p in 0..usize::from(self.peers) {
             if o.owed & (1 << p) != 0
                 && let Some(h) = self.held[p]
             {
-                due = due.max(deadline(h, self.timeout));
+                due = due.max(deadline(h, self.guard.heartbeat_timeout));
             }
         }
         due
@@ -136,28 +132,28 @@ impl Heartbeat {
         if let Some(o) = self.outstanding
             && now >= self.pong_deadline(o)
         {
-            let peer = (0..self.peers)
+            let peer = (0..usize::from(self.peers))
                 .find(|p| o.owed & (1 << p) != 0)
                 .unwrap_or(0);
             self.outstanding = None;
             return Some(Due::Missed(peer));
         }
-        if let Some(t) = self.idle
+        if let Some(t) = self.guard.idle_timeout
             && now >= deadline(self.last_data, t)
         {
             return Some(Due::Idle);
         }
-        if let (Some(at), Some(every)) = (self.next_ping, self.interval)
+        if let (Some(at), Some(every)) = (self.next_ping, self.guard.heartbeat_interval)
             && now >= at
             && self.outstanding.is_none()
         {
             let token = rand::random::<u64>() | 1;
             self.outstanding = Some(Outstanding {
                 token,
-                due: deadline(now, self.timeout),
+                due: deadline(now, self.guard.heartbeat_timeout),
                 owed: if self.peers == 2 { 0b11 } else { 0b01 },
             });
-            self.next_ping = Some(deadline(now, every.max(self.timeout)));
+            self.next_ping = Some(deadline(now, every.max(self.guard.heartbeat_timeout)));
             let mut payload = TAG.to_vec();
             payload.extend_from_slice(format!("{token:x}").as_bytes());
             return Some(Due::Ping(payload));
@@ -174,6 +170,7 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn guard(interval: u64, timeout: u64, idle: Option<u64>) -> Guard {
         Guard {
@@ -194,7 +191,8 @@ mod tests {
     #[test]
     fn a_silent_peer_misses_after_interval_plus_timeout() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&guard(30, 10, None), 1, t0);
+        let g = guard(30, 10, None);
+        let mut hb = Heartbeat::new(&g, 1, t0);
         assert_eq!(hb.next_wake(), Some(t0 + Duration::from_secs(30)));
         assert_eq!(hb.poll(t0 + Duration::from_secs(29)), None);
         ping(&mut hb, t0 + Duration::from_secs(30));
@@ -206,7 +204,8 @@ mod tests {
     #[test]
     fn only_the_outstanding_token_answers() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&guard(30, 10, None), 1, t0);
+        let g = guard(30, 10, None);
+        let mut hb = Heartbeat::new(&g, 1, t0);
         let p = ping(&mut hb, t0 + Duration::from_secs(30));
         // Forged: the old fixed-sequence form, a huge number, another token, no tag.
         for forged in [
@@ -230,7 +229,8 @@ mod tests {
     #[test]
     fn two_peers_must_both_answer() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&guard(5, 2, None), 2, t0);
+        let g = guard(5, 2, None);
+        let mut hb = Heartbeat::new(&g, 2, t0);
         let p = ping(&mut hb, t0 + Duration::from_secs(5));
         assert!(hb.pong(0, &p));
         assert_eq!(hb.poll(t0 + Duration::from_secs(7)), Some(Due::Missed(1)));
@@ -239,7 +239,8 @@ mod tests {
     #[test]
     fn a_held_peer_is_not_missed_while_wsedge_does_not_read_it() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&guard(1, 1, None), 1, t0);
+        let g = guard(1, 1, None);
+        let mut hb = Heartbeat::new(&g, 1, t0);
         let p = ping(&mut hb, t0 + Duration::from_secs(1));
         hb.hold(0, t0 + Duration::from_secs(20));
         assert_eq!(hb.poll(t0 + Duration::from_secs(2)), None);

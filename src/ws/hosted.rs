@@ -161,13 +161,15 @@ pub fn serve<'a, H: Handler>(
         // Boxed: most routes have no rates, and a connection's future should not carry them.
         let mut rates = Rates::new(g, s.stats.clone()).map(Box::new);
         // A message the throttle holds, and when it may pass (the client is not read until then).
-        let mut held: Option<(Instant, Incoming)> = None;
+        // Boxed: throttling is rare, and every connection's future would carry the slot.
+        let mut held: Option<Box<(Instant, Incoming)>> = None;
         // One timer for the heartbeat, the idle timeout, the message deadline and the throttle.
         // It may fire early (the idle deadline moves with data without re-arming it): it then
         // re-arms.
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
+        // Whether the timer is set for what is due (it is not once it has fired).
+        let mut armed = false;
         loop {
             let message_due = s
                 .message_timeout
@@ -177,17 +179,17 @@ pub fn serve<'a, H: Handler>(
                 .flatten()
                 .min();
             if let Some(due) = due
-                && armed.is_none_or(|a| due < a)
+                && (!armed || due < timer.deadline())
             {
                 timer.as_mut().reset(due);
-                armed = Some(due);
+                armed = true;
             }
             // Wait for something, decide without waiting, then do the one write or close it
             // needs: the state kept across the wait is what an idle connection needs.
             let timing = message_due.is_some() || s.message_timeout.is_none();
             let ev = tokio::select! {
                 _ = s.shutdown.cancelled() => Event::Shutdown,
-                _ = &mut timer, if armed.is_some() => Event::Timer,
+                _ = &mut timer, if armed => Event::Timer,
                 e = std::future::poll_fn(|cx| poll_client(ws, cx, timing)), if held.is_none() => e,
                 _ = h.ready() => Event::Fanout,
             };
@@ -200,8 +202,13 @@ pub fn serve<'a, H: Handler>(
                 Event::Shutdown => Step::Close(close::GOING_AWAY, "server shutting down"),
                 Event::Started => Step::Continue,
                 Event::Timer => {
-                    armed = None;
+                    armed = false;
                     let now = Instant::now();
+                    // Recomputed rather than kept across the wait (every connection's future
+                    // would carry it).
+                    let message_due = s
+                        .message_timeout
+                        .and_then(|m| Some(deadline(ws.message_started()?, m)));
                     if message_due.is_some_and(|d| d <= now) {
                         Step::Guard(GuardClose::Unfinished)
                     } else if held.as_ref().is_some_and(|h| h.0 <= now) {
@@ -277,13 +284,17 @@ pub fn serve<'a, H: Handler>(
                     };
                     match verdict {
                         Verdict::Pass => match m {
+                            // The handler's work is boxed: its state would otherwise be part of
+                            // every idle connection's future (one allocation per message).
                             Incoming::Binary(d) => {
                                 let mut out = Out { ws, t, sent: false };
-                                h.message(Message::Binary(d), &mut out).await.into()
+                                Box::pin(h.message(Message::Binary(d), &mut out))
+                                    .await
+                                    .into()
                             }
                             Incoming::Text(d) => {
                                 let mut out = Out { ws, t, sent: false };
-                                h.message(Message::Text(d), &mut out).await.into()
+                                Box::pin(h.message(Message::Text(d), &mut out)).await.into()
                             }
                             Incoming::Ping(p) => {
                                 ws.queue(OP_PONG, &p);
@@ -300,7 +311,7 @@ pub fn serve<'a, H: Handler>(
                         Verdict::Wait(d) => {
                             let until = deadline(now, d);
                             hb.hold(0, until);
-                            held = Some((until, m));
+                            held = Some(Box::new((until, m)));
                             Step::Continue
                         }
                         Verdict::Drop => Step::Continue,
