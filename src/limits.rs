@@ -244,16 +244,6 @@ impl Admission {
         }))
     }
 
-    /// Connections currently counted for `peer`'s address.
-    pub fn connections_of(&self, peer: IpAddr) -> u32 {
-        let m = self
-            .connections
-            .per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        m.get(&ip_key(peer)).copied().unwrap_or(0)
-    }
-
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         client_ip(peer, headers, &self.limits.trusted_proxies)
     }
