@@ -109,17 +109,7 @@ async fn the_upstream_gets_the_host_routing_used() {
 #[tokio::test]
 async fn an_h2_host_that_disagrees_with_authority_is_refused() {
     let (edge, mut up) = two_vhosts().await;
-    let mut cfg = (*tls_client_accept_any()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tls_connect(edge.https, "a.test", std::sync::Arc::new(cfg))
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2_client(&edge).await;
     for (host, want) in [
         (None, 200),
         (Some("a.test"), 200),
@@ -292,14 +282,36 @@ async fn a_client_that_takes_no_response_bytes_is_disconnected() {
     assert!(out.len() < 64 << 20, "{} bytes", out.len());
 }
 
+/// A TLS connection to the edge that negotiated h2 (the edge's self-signed certificate).
+async fn h2_tls(edge: &Edge) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut cfg = (*tls_client_accept_any()).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tls_connect(edge.https, "a.test", std::sync::Arc::new(cfg))
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// hyper's HTTP/2 client over [`h2_tls`] (it answers PINGs); its connection runs in a task.
+async fn h2_client(
+    edge: &Edge,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tls = h2_tls(edge).await;
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
 /// A raw HTTP/2 client that sends the preface and its SETTINGS and then nothing: it answers no
 /// PING and opens no stream. How long until the server ends the connection?
 async fn silent_h2_lifetime(edge: &Edge) -> Option<Duration> {
-    let mut cfg = (*tls_client_accept_any()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let mut tls = tls_connect(edge.https, "a.test", std::sync::Arc::new(cfg))
-        .await
-        .unwrap();
+    let mut tls = h2_tls(edge).await;
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
         .unwrap();
@@ -330,16 +342,7 @@ async fn http2_connections_time_out_when_idle_or_silent() {
     let took = silent_h2_lifetime(&edge).await.expect("closed when idle");
     assert!(took >= Duration::from_millis(900), "{took:?}");
     // A client that uses its connection keeps it: a request every 500 ms for 3 s.
-    let mut cfg = (*tls_client_accept_any()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tls_connect(edge.https, "a.test", std::sync::Arc::new(cfg))
-        .await
-        .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut send, conn) = h2_client(&edge).await;
     for _ in 0..6 {
         let req = http::Request::builder()
             .uri("https://a.test/x")
@@ -364,16 +367,7 @@ async fn http2_connections_time_out_when_idle_or_silent() {
         .expect("closed: PING not answered");
     assert!(took >= Duration::from_millis(1800), "{took:?}");
     // A client that answers pings (hyper's does) stays, with no stream at all.
-    let mut cfg = (*tls_client_accept_any()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tls_connect(edge.https, "a.test", std::sync::Arc::new(cfg))
-        .await
-        .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut send, conn) = h2_client(&edge).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!conn.is_finished(), "answered pings keep the connection");
     let req = http::Request::builder()
