@@ -129,6 +129,10 @@ async fn silent_joiners_are_bounded_by_the_sync_budget() {
     ));
     let addr = child.addr;
     let mut writer = YClient::connect_addr(addr, "/wss/big", &[]).await.unwrap();
+    // The welcome handled first: answered after the edit, the server's SyncStep1 would make this
+    // client send the 4 MiB twice without reading meanwhile while the server writes it the echo —
+    // a client that neither reads nor lets the server read, dropped as a slow reader (CI saw it).
+    assert!(writer.until(|c| c.synced).await);
     let big = "x".repeat(4 << 20);
     assert!(writer.edit_confirmed(&big).await, "{:?}", writer.closed);
     writer.drain(300).await;

@@ -28,6 +28,8 @@ pub struct YClient {
     pub updates: usize,
     /// The payloads of those updates (to recognise the echo of one of ours).
     pub echoed: std::collections::HashSet<Vec<u8>>,
+    /// The server answered our SyncStep1 (its welcome, sent first, has been handled too).
+    pub synced: bool,
 }
 
 impl YClient {
@@ -56,6 +58,7 @@ impl YClient {
             awareness_clock: 0,
             updates: 0,
             echoed: Default::default(),
+            synced: false,
         };
         let sv = c.doc.transact().state_vector();
         c.send_msg(Message::Sync(SyncMessage::SyncStep1(sv))).await;
@@ -142,6 +145,7 @@ impl YClient {
                     Ok(Message::Sync(SyncMessage::SyncStep2(u))) => {
                         let u = Update::decode_v1(&u).expect("server sends valid updates");
                         self.doc.transact_mut().apply_update(u).unwrap();
+                        self.synced = true;
                     }
                     Ok(Message::Awareness(a)) => {
                         for (id, e) in a.clients {
