@@ -28,6 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// smaller unless `max_header_size` is raised).
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Longest chunk-size line followed (size and extensions).
+const MAX_CHUNK_LINE: usize = 1024;
+
 /// The connection's tracker, shared by its IO (which feeds it what the client sends) and the
 /// service (which asks about each request and reports protocol-switch answers).
 #[derive(Debug, Default)]
@@ -186,6 +189,11 @@ impl Tracker {
                     // Search from a little before the new bytes for the blank line.
                     let from = before.saturating_sub(3);
                     match find(&self.head[from..], b"\r\n\r\n") {
+                        // The same bound whether the head came in one read or many.
+                        Some(at) if from + at + 4 > MAX_HEAD => {
+                            self.state = State::Off;
+                            return;
+                        }
                         Some(at) => {
                             let end = from + at + 4;
                             let consumed = end - before;
@@ -212,13 +220,18 @@ impl Tracker {
                 State::ChunkSize(line) => {
                     let Some(nl) = data.iter().position(|&b| b == b'\n') else {
                         line.extend_from_slice(data);
-                        if line.len() > 1024 {
+                        if line.len() > MAX_CHUNK_LINE {
                             self.state = State::Off;
                         }
                         return;
                     };
                     line.extend_from_slice(&data[..nl]);
                     data = &data[nl + 1..];
+                    // The same bound whether the line came in one read or many.
+                    if line.len() > MAX_CHUNK_LINE {
+                        self.state = State::Off;
+                        return;
+                    }
                     let text = String::from_utf8_lossy(line);
                     let hex = text.split(';').next().unwrap_or("").trim();
                     self.state = match u64::from_str_radix(hex, 16) {
@@ -251,6 +264,11 @@ impl Tracker {
                         }
                         return;
                     };
+                    if line.len() + nl > MAX_HEAD {
+                        // The same bound whether the line came in one read or many.
+                        self.state = State::Off;
+                        return;
+                    }
                     let empty =
                         line.iter().all(|&b| b == b'\r') && data[..nl].iter().all(|&b| b == b'\r');
                     data = &data[nl + 1..];
