@@ -25,6 +25,8 @@
 //!   callback tasks and unload timers), `accept` (the room's part of a handshake: name, origin,
 //!   admission, auth, join), `socket` (a room connection: a handler for
 //!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`.
+//! - [`push`]: the push service (websocket-push): `protocol` (sans-IO: tab ids, client
+//!   commands, published pushes and auth events). Not yet served (issue 14).
 //! - [`ws`]: the sans-IO frame scanner (`frame`), the server end of hosted sockets (`conn`:
 //!   no buffer held while idle), the one guard every WebSocket gets (`heartbeat`, `guard`:
 //!   rates and statistics, `close`: codes), the guarded loop hosted services run on (`hosted`)
@@ -68,6 +70,7 @@ pub mod fuzzing;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod proxy;
+pub mod push;
 pub mod rooms;
 pub mod run;
 pub mod server;
