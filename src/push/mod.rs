@@ -2,4 +2,5 @@
 //! format, sans-IO. Not served yet: the socket side, the hub and the Redis subscriber are the
 //! rest of issue 14 (see the README's feature status).
 
+pub mod hub;
 pub mod protocol;
