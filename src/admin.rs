@@ -2,6 +2,8 @@
 //! text, gathered here from the proxy, its rooms and the certificate store), `/healthz` (the
 //! process answers) and `/readyz` (listeners up, certificates loaded, not shutting down). Room
 //! stores need no check: the server does not start, and a reload is refused, without them.
+//! `POST /push/BackgroundPush` and `POST /push/AuthEvent` publish to every push route (without
+//! Redis: one node); only while the listener is on loopback (bearer tokens are not built yet).
 
 use crate::proxy::Proxy;
 use crate::tls::CertStore;
@@ -159,8 +161,55 @@ fn answer(
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "404: /metrics, /healthz, /readyz\n".into(),
+            "404: /metrics, /healthz, /readyz, POST /push/BackgroundPush, POST /push/AuthEvent\n"
+                .into(),
         ),
+    }
+}
+
+/// Largest message the publish endpoint takes.
+const MAX_PUBLISH: usize = 1 << 20;
+
+/// `POST /push/BackgroundPush` or `POST /push/AuthEvent`: the JSON a backend would publish on
+/// Redis, delivered to every push route of this node. 202 when accepted (with how many sockets
+/// it reached), 400 with the reason otherwise.
+async fn publish(req: Request<Incoming>, proxy: &Proxy, loopback: bool) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if !loopback {
+        return text(
+            StatusCode::FORBIDDEN,
+            PLAIN,
+            "the publish endpoint is served only on a loopback admin listener\n".into(),
+        );
+    }
+    let channel = req.uri().path().trim_start_matches("/push/").to_string();
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_PUBLISH)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, PLAIN, "too large\n".into()),
+    };
+    let hubs = proxy.state().push_hubs();
+    let reached = match channel.as_str() {
+        "BackgroundPush" => crate::push::protocol::push(&body)
+            .map(|p| hubs.iter().map(|h| h.deliver(&p)).sum::<usize>()),
+        "AuthEvent" => crate::push::protocol::auth_event(&body)
+            .map(|(guest, user)| hubs.iter().map(|h| h.alias(&guest, &user)).sum::<usize>()),
+        _ => return text(StatusCode::NOT_FOUND, PLAIN, "no such channel\n".into()),
+    };
+    match reached {
+        Ok(n) => text(StatusCode::ACCEPTED, PLAIN, format!("{n}\n")),
+        Err(why) => {
+            for h in &hubs {
+                h.stats
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            tracing::debug!(%channel, %why, "publish refused");
+            text(StatusCode::BAD_REQUEST, PLAIN, format!("{why}\n"))
+        }
     }
 }
 
@@ -172,6 +221,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|a| a.ip().to_canonical().is_loopback());
     loop {
         let (tcp, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -187,8 +239,16 @@ pub async fn serve(
         let (proxy, certs, shutdown2) = (proxy.clone(), certs.clone(), shutdown.clone());
         tracker.spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let r = answer(&req, &proxy, &certs, &shutdown2);
-                async move { Ok::<_, std::convert::Infallible>(r) }
+                let (proxy, certs, shutdown) = (proxy.clone(), certs.clone(), shutdown2.clone());
+                async move {
+                    let r =
+                        if req.method() == Method::POST && req.uri().path().starts_with("/push/") {
+                            publish(req, &proxy, loopback).await
+                        } else {
+                            answer(&req, &proxy, &certs, &shutdown)
+                        };
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -5,6 +5,7 @@
 pub mod auth;
 mod error;
 pub mod guard;
+pub mod push;
 mod raw;
 pub mod rooms;
 mod route;
@@ -136,6 +137,8 @@ pub enum RouteAction {
     Upstream(Upstream),
     /// Hosted Yjs rooms (y-websocket protocol) under this path prefix.
     Rooms(Box<RoomsConfig>),
+    /// A push service (websocket-push) under this path prefix.
+    Push(Box<push::PushConfig>),
 }
 
 /// An HTTP/1.1 upstream, `http://host:port[/base]` (`ws://` is accepted as a synonym).
@@ -323,8 +326,11 @@ max_body = 0
         let e = parse("[[route]]\npath = \"/wss\"\nrooms = { stor = \"x\" }\n").unwrap_err();
         assert_eq!(e.problems()[0].field, "route[0].rooms.stor");
         assert!(e.problems()[0].reason.contains("unknown field `stor`"));
-        let e = parse("[[route]]\npath = \"/p\"\npush = { user_header = \"x\" }\n").unwrap_err();
-        assert!(e.problems()[0].reason.contains("not built yet"));
+        // DESIGN's contract stays valid.
+        let c = parse("[[route]]\npath = \"/p\"\npush = { user_header = \"x\" }\n").unwrap();
+        assert!(matches!(&c.routes[0].action, RouteAction::Push(p) if p.user_header == "x"));
+        let e = parse("[[route]]\npath = \"/p\"\npush = { max_rooms = 0 }\n").unwrap_err();
+        assert_eq!(e.problems()[0].field, "route[0].push.max_rooms");
     }
 
     #[test]

@@ -71,12 +71,20 @@ impl Validator<'_> {
                         }
                     }
                 } else if let Some(push) = &r.push {
-                    self.problem(
-                        f("push"),
-                        Some(push),
-                        "the push service is not built yet in this version of wsedge",
-                    );
-                    None
+                    match super::push::validate(push.get_ref()) {
+                        Ok(c) => Some(RouteAction::Push(Box::new(c))),
+                        Err(problems) => {
+                            for (field, why) in problems {
+                                let field = if field.is_empty() {
+                                    f("push")
+                                } else {
+                                    f(&format!("push.{field}"))
+                                };
+                                self.problem(field, Some(push), why);
+                            }
+                            None
+                        }
+                    }
                 } else {
                     let u = r.upstream.as_ref().expect("counted above");
                     match parse_upstream(u.get_ref()) {

@@ -1,6 +1,6 @@
 //! What a route leads to — the one place that matches on the kind of route. An upstream
-//! (HTTP forwarding and WebSocket relay) or hosted rooms today; push and static files are the
-//! next variants. Everything else (the pipeline, state building, admin, metrics, shutdown) asks
+//! (HTTP forwarding and WebSocket relay), hosted rooms, or a push service; static files are the
+//! next variant. Everything else (the pipeline, state building, admin, metrics, shutdown) asks
 //! a [`Service`] rather than matching on it.
 
 use super::body::{self, ProxyBody};
@@ -31,6 +31,13 @@ pub struct RouteState {
 pub enum Service {
     Upstream(Box<RouteState>),
     Rooms(Arc<Registry>),
+    Push(Arc<PushService>),
+}
+
+/// A push route: its hub (kept across reloads: live sockets stay) and settings.
+pub struct PushService {
+    pub hub: Arc<crate::push::hub::Hub>,
+    pub config: Arc<crate::config::push::PushConfig>,
 }
 
 /// A route's service and the token that closes its WebSockets (cancelled by shutdown, or after a
@@ -141,6 +148,21 @@ impl Service {
                     super::routes::route_label(r),
                 )))
             }
+            RouteAction::Push(c) => {
+                // The hub stays across reloads (its sockets with it); its bounds are those it
+                // was made with until a restart.
+                let hub = match before {
+                    Some(Service::Push(p)) => p.hub.clone(),
+                    _ => crate::push::hub::Hub::new(
+                        c.max_queue.min(usize::MAX as u64) as usize,
+                        c.max_rooms,
+                    ),
+                };
+                Service::Push(Arc::new(PushService {
+                    hub,
+                    config: Arc::new((**c).clone()),
+                }))
+            }
         })
     }
 
@@ -148,7 +170,15 @@ impl Service {
     pub fn rooms(&self) -> Option<&Arc<Registry>> {
         match self {
             Service::Rooms(reg) => Some(reg),
-            Service::Upstream(_) => None,
+            Service::Upstream(_) | Service::Push(_) => None,
+        }
+    }
+
+    /// The push service, for a push route.
+    pub fn push(&self) -> Option<&Arc<PushService>> {
+        match self {
+            Service::Push(p) => Some(p),
+            Service::Upstream(_) | Service::Rooms(_) => None,
         }
     }
 
@@ -175,6 +205,7 @@ impl Service {
             Service::Rooms(registry) => {
                 upgrade::rooms(ctx, req, upgrade, registry, log.clone()).await
             }
+            Service::Push(push) => upgrade::push(ctx, req, upgrade, push, log.clone()).await,
         }
     }
 }

@@ -76,6 +76,14 @@ impl State {
             .collect()
     }
 
+    /// The hubs of every push route.
+    pub fn push_hubs(&self) -> Vec<Arc<crate::push::hub::Hub>> {
+        self.routes
+            .targets()
+            .filter_map(|t| Some(t.service.push()?.hub.clone()))
+            .collect()
+    }
+
     /// The room registries of every rooms route.
     pub fn registries(&self) -> impl Iterator<Item = &Arc<Registry>> {
         self.routes.targets().filter_map(|t| t.service.rooms())

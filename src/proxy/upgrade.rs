@@ -186,3 +186,87 @@ pub(super) async fn rooms(
     );
     Ok(response)
 }
+
+/// A push socket: its session (hub membership, settings) and its admission permit.
+struct PushSession {
+    session: crate::push::socket::Session,
+    _permit: crate::limits::Permit,
+    label: Arc<str>,
+}
+
+impl Hosted for PushSession {
+    const KIND: &'static str = "push";
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn serve(&self, io: (Io, Bytes)) -> impl Future<Output = SessionEnd> + Send + '_ {
+        futures_util::FutureExt::map(
+            crate::push::socket::serve(io, &self.session),
+            SessionEnd::from,
+        )
+    }
+}
+
+/// Accept a WebSocket for a push route: the generic checks, admission, then who it is — the
+/// user (or guest) header, believed only from `trusted_proxies` (from anyone else it is ignored,
+/// as if absent) — then the 101 and the session. Anything but an upgrade gets 426.
+pub(super) async fn push(
+    ctx: &Ctx<'_>,
+    mut req: Request<Incoming>,
+    upgrade: bool,
+    push: &Arc<super::service::PushService>,
+    log: AccessLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !upgrade {
+        return Ok(upgrade_required());
+    }
+    let key = websocket_key(&req)?;
+    let response = switching_protocols(&key)?;
+    let permit = ctx.admit(req.headers())?;
+    let peer = ctx.conn.peer.ip().to_canonical();
+    let trusted = ctx
+        .state
+        .limits
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(peer));
+    let c = &push.config;
+    let header = |name: &::http::HeaderName| {
+        let v = req.headers().get(name)?.to_str().ok()?.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    let user = if trusted {
+        header(&c.user_header).or_else(|| header(&c.guest_header))
+    } else {
+        None
+    };
+    if user.is_none() && c.require_user {
+        return Err(ProxyError::Access(crate::auth::Denied::Unauthorized(
+            "no user on a push route that requires one".into(),
+        )));
+    }
+    let tab = crate::push::protocol::new_tab_id();
+    let membership = push.hub.join(tab, user);
+    let session = crate::push::socket::Session {
+        membership,
+        hub: push.hub.clone(),
+        config: push.config.clone(),
+        guard: ctx.route.guard.clone(),
+        stats: ctx.proxy.guard_stats.clone(),
+        shutdown: ctx.closing.clone(),
+    };
+    spawn_session(
+        ctx,
+        &mut req,
+        None,
+        log,
+        PushSession {
+            session,
+            _permit: permit,
+            label: ctx.route.label.clone(),
+        },
+    );
+    Ok(response)
+}

@@ -98,6 +98,8 @@ pub struct HubStats {
     pub delivered: AtomicU64,
     pub refused: AtomicU64,
     pub joins_refused: AtomicU64,
+    /// Client frames that were not a command (ignored, as in the original).
+    pub ignored: AtomicU64,
     pub overflows: AtomicU64,
 }
 
@@ -296,7 +298,9 @@ mod tests {
         assert_eq!(hub.deliver(&p(r#"{"payload":1,"pushToUser":"alice"}"#)), 2);
         assert_eq!(hub.deliver(&p(r#"{"payload":2,"pushToRoom":"news"}"#)), 2);
         assert_eq!(
-            hub.deliver(&p(r#"{"payload":3,"pushToUser":"alice","tabWindowId":"t2"}"#)),
+            hub.deliver(&p(
+                r#"{"payload":3,"pushToUser":"alice","tabWindowId":"t2"}"#
+            )),
             1
         );
         assert_eq!(hub.deliver(&p(r#"{"payload":4,"pushToRoom":"nobody"}"#)), 0);

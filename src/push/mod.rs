@@ -4,3 +4,4 @@
 
 pub mod hub;
 pub mod protocol;
+pub mod socket;

@@ -16,7 +16,7 @@
 
 use super::close::{self, GuardClose};
 use super::conn::{Incoming, WsConn, WsError};
-use super::frame::{OP_BINARY, OP_PING, OP_PONG};
+use super::frame::{OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
 use super::guard::{GuardStats, Rates, Verdict};
 use super::heartbeat::{Due, Heartbeat};
 use crate::clock::deadline;
@@ -80,6 +80,14 @@ impl Out<'_> {
         self.t.messages_out += 1;
         self.sent = true;
         self.ws.queue(OP_BINARY, data);
+    }
+
+    /// A text frame (the caller guarantees UTF-8).
+    pub fn text(&mut self, data: &[u8]) {
+        self.t.bytes_out += data.len() as u64;
+        self.t.messages_out += 1;
+        self.sent = true;
+        self.ws.queue(OP_TEXT, data);
     }
 }
 

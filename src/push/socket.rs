@@ -1,0 +1,96 @@
+//! One push socket on the hosted loop (`ws::hosted`): the welcome (`{"tabWindowId":…}`), the
+//! client's join/leave commands applied in arrival order, and the socket's outbox written as it
+//! fills. Everything else a client sends is ignored without closing, as in the original.
+
+use super::hub::{Hub, Membership, Taken};
+use super::protocol::{self, Command};
+use crate::config::Guard;
+use crate::config::push::PushConfig;
+use crate::ws::close;
+use crate::ws::conn::{Io, WsConn};
+use crate::ws::guard::GuardStats;
+use crate::ws::hosted::{self, End, Flow, Handler, Message, Out, Settings, Traffic};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio_util::sync::CancellationToken;
+
+/// Everything one push socket needs; dropping it removes the socket from the hub.
+pub struct Session {
+    pub membership: Membership,
+    pub hub: Arc<Hub>,
+    pub config: Arc<PushConfig>,
+    pub guard: Arc<Guard>,
+    pub stats: Arc<GuardStats>,
+    pub shutdown: CancellationToken,
+}
+
+/// Serve one push socket until it closes (see `rooms::socket::serve` for why this is not an
+/// `async fn`).
+pub fn serve(
+    (io, prefix): (Io, Bytes),
+    s: &Session,
+) -> impl Future<Output = (End, Traffic)> + Send + '_ {
+    let g = &s.guard;
+    let max_message = g.max_message.min(usize::MAX as u64) as usize;
+    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
+    let mut ws = WsConn::new(io, prefix, max_frame.min(max_message), max_message);
+    async move {
+        let mut traffic = Traffic::default();
+        let mut socket = PushSocket { s };
+        let settings = Settings {
+            guard: &s.guard,
+            stats: &s.stats,
+            message_timeout: None,
+            shutdown: &s.shutdown,
+        };
+        let end = hosted::serve(&mut ws, &mut socket, settings, &mut traffic).await;
+        (end, traffic)
+    }
+}
+
+struct PushSocket<'a> {
+    s: &'a Session,
+}
+
+impl Handler for PushSocket<'_> {
+    async fn start(&mut self, out: &mut Out<'_>) -> Flow {
+        out.text(protocol::welcome(&self.s.membership.tab).as_bytes());
+        Flow::Continue
+    }
+
+    async fn message(&mut self, m: Message, _out: &mut Out<'_>) -> Flow {
+        let s = self.s;
+        let Message::Text(text) = m else {
+            return Flow::Continue; // binary: ignored, as in the original
+        };
+        match protocol::command(&text, s.config.max_room_name) {
+            Ok(Command::Join(room)) => {
+                s.hub.join_room(s.membership.id, &room);
+            }
+            Ok(Command::Leave(room)) => s.hub.leave_room(s.membership.id, &room),
+            Err(why) => {
+                s.hub.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?why, "push: client frame ignored");
+            }
+        }
+        Flow::Continue
+    }
+
+    fn ready(&mut self) -> impl Future<Output = ()> + Send {
+        self.s.membership.outbox.ready.notified()
+    }
+
+    async fn fanout(&mut self, out: &mut Out<'_>) -> Flow {
+        match self.s.membership.outbox.take() {
+            Taken::Frames(frames) => {
+                for f in &frames {
+                    out.text(f);
+                }
+                Flow::Continue
+            }
+            Taken::Overflowed => Flow::Close(close::TRY_AGAIN_LATER, "push queue full"),
+        }
+    }
+}

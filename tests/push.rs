@@ -1,0 +1,324 @@
+//! The push service (websocket-push, hosted) against the real server: real WebSocket clients,
+//! pushes published through the admin listener's endpoint (the embedded default without Redis).
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// An edge with a push route at `/server_notifications`; header identity believed from
+/// loopback when `trust` is set.
+async fn push_edge(trust: bool, push: &str) -> Edge {
+    let limits = if trust {
+        "[limits]\ntrusted_proxies = [\"127.0.0.0/8\"]\n"
+    } else {
+        ""
+    };
+    Edge::start(
+        limits,
+        &format!(
+            "[[route]]\npath = \"/server_notifications\"\nplain_http = true\npush = {{ {push} }}\n"
+        ),
+    )
+    .await
+}
+
+/// A push socket as `user` (the header a trusted proxy would set), and its tab id.
+async fn connect(edge: &Edge, headers: &[(&str, &str)]) -> (Ws, String) {
+    let (mut ws, _) = ws_connect(edge, "/server_notifications/connect", headers)
+        .await
+        .unwrap();
+    let first = next_text(&mut ws).await.expect("the welcome");
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let o = v.as_object().unwrap();
+    assert_eq!(o.len(), 1, "exactly one key: {first}");
+    let tab = o["tabWindowId"].as_str().unwrap().to_string();
+    assert!(
+        tab.len() <= 11
+            && tab
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    );
+    (ws, tab)
+}
+
+/// The next text frame within 2 s (None: nothing came).
+async fn next_text(ws: &mut Ws) -> Option<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Nothing arrives for a moment.
+async fn silent(ws: &mut Ws) -> bool {
+    match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+        Err(_) => true,
+        Ok(other) => panic!("unexpected: {other:?}"),
+    }
+}
+
+/// POST to the admin publish endpoint: (status, body).
+async fn publish(edge: &Edge, channel: &str, json: &str) -> (u16, String) {
+    let admin = edge.running.as_ref().unwrap().admin_addr.unwrap();
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    s.write_all(
+        format!(
+            "POST /push/{channel} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+async fn join(ws: &mut Ws, room: &str) {
+    ws.send(Message::text(
+        serde_json::json!({ "joinRoom": room }).to_string(),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn users_rooms_and_tabs_get_their_pushes() {
+    let edge = push_edge(true, "").await;
+    let (mut a1, tab1) = connect(&edge, &[("x-auth-user", "alice")]).await;
+    let (mut a2, _) = connect(&edge, &[("x-auth-user", "alice")]).await;
+    let (mut guest, _) = connect(&edge, &[("x-auth-guest", "g7")]).await;
+    let (mut anon, _) = connect(&edge, &[]).await;
+    join(&mut anon, "slidecast/abc").await;
+    join(&mut a1, "slidecast/abc").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (st, body) = publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":{"n":1},"pushToUser":"alice"}"#,
+    )
+    .await;
+    assert_eq!((st, body.trim()), (202, "2"));
+    assert_eq!(next_text(&mut a1).await.as_deref(), Some(r#"{"n":1}"#));
+    assert_eq!(next_text(&mut a2).await.as_deref(), Some(r#"{"n":1}"#));
+    // User wins over room; the tab filters.
+    publish(
+        &edge,
+        "BackgroundPush",
+        &format!(r#"{{"payload":"only","pushToUser":"alice","pushToRoom":"slidecast/abc","tabWindowId":"{tab1}"}}"#),
+    )
+    .await;
+    assert_eq!(next_text(&mut a1).await.as_deref(), Some(r#""only""#));
+    assert!(silent(&mut a2).await && silent(&mut anon).await);
+    // A room reaches sockets without an id too.
+    publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":[1],"pushToRoom":"slidecast/abc"}"#,
+    )
+    .await;
+    assert_eq!(next_text(&mut anon).await.as_deref(), Some("[1]"));
+    assert_eq!(next_text(&mut a1).await.as_deref(), Some("[1]"));
+    assert!(silent(&mut guest).await);
+    // Guests are users by their guest id.
+    publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":true,"pushToUser":"g7"}"#,
+    )
+    .await;
+    assert_eq!(next_text(&mut guest).await.as_deref(), Some("true"));
+}
+
+#[tokio::test]
+async fn refused_publishes_and_ignored_client_frames() {
+    let edge = push_edge(true, "").await;
+    let (mut ws, _) = connect(&edge, &[("x-auth-user", "u")]).await;
+    for bad in [
+        r#"{"payload":0,"pushToUser":"u"}"#,
+        r#"{"payload":"","pushToUser":"u"}"#,
+        r#"{"payload":null,"pushToUser":"u"}"#,
+        r#"{"pushToUser":"u"}"#,
+        r#"{"payload":1}"#,
+        "not json",
+    ] {
+        let (st, why) = publish(&edge, "BackgroundPush", bad).await;
+        assert_eq!(st, 400, "{bad}: {why}");
+    }
+    // Bad inbound frames are ignored, the socket stays.
+    for f in [
+        Message::text("nope"),
+        Message::text("[1,2]"),
+        Message::text(r#"{"joinRoom":5}"#),
+        Message::text(r#"{"other":"x"}"#),
+        Message::binary(vec![1, 2, 3]),
+    ] {
+        ws.send(f).await.unwrap();
+    }
+    assert!(silent(&mut ws).await);
+    publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":"still here","pushToUser":"u"}"#,
+    )
+    .await;
+    assert_eq!(next_text(&mut ws).await.as_deref(), Some(r#""still here""#));
+}
+
+#[tokio::test]
+async fn join_and_leave_apply_in_order() {
+    let edge = push_edge(false, "").await;
+    let (mut ws, _) = connect(&edge, &[]).await;
+    // Join then leave at once ends left (the original could end joined); join twice is once.
+    join(&mut ws, "r").await;
+    ws.send(Message::text(r#"{"leaveRoom":"r"}"#))
+        .await
+        .unwrap();
+    join(&mut ws, "s").await;
+    join(&mut ws, "s").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, n) = publish(&edge, "BackgroundPush", r#"{"payload":1,"pushToRoom":"r"}"#).await;
+    assert_eq!(n.trim(), "0");
+    let (_, n) = publish(&edge, "BackgroundPush", r#"{"payload":2,"pushToRoom":"s"}"#).await;
+    assert_eq!(n.trim(), "1");
+    assert_eq!(next_text(&mut ws).await.as_deref(), Some("2"));
+    assert!(silent(&mut ws).await, "once, not twice");
+}
+
+#[tokio::test]
+async fn headers_are_believed_only_from_trusted_proxies() {
+    let edge = push_edge(false, "").await;
+    let (mut ws, _) = connect(&edge, &[("x-auth-user", "mallory")]).await;
+    let (_, n) = publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":1,"pushToUser":"mallory"}"#,
+    )
+    .await;
+    assert_eq!(n.trim(), "0", "an untrusted peer's header is ignored");
+    assert!(silent(&mut ws).await);
+    // require_user: a socket without a (believed) id is refused 401.
+    let strict = push_edge(false, "require_user = true").await;
+    let r = ws_connect(
+        &strict,
+        "/server_notifications/connect",
+        &[("x-auth-user", "x")],
+    )
+    .await;
+    match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn auth_events_add_the_guests_tabs_to_the_users() {
+    let edge = push_edge(true, "").await;
+    let (mut user_tab, _) = connect(&edge, &[("x-auth-user", "constructor")]).await;
+    let (mut guest_tab, _) = connect(&edge, &[("x-auth-guest", "__proto__")]).await;
+    let (st, n) = publish(
+        &edge,
+        "AuthEvent",
+        r#"{"guestId":"__proto__","authUserId":"constructor"}"#,
+    )
+    .await;
+    assert_eq!((st, n.trim()), (202, "1"));
+    let (_, n) = publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":"héllo ✓ 😀","pushToUser":"constructor"}"#,
+    )
+    .await;
+    assert_eq!(
+        n.trim(),
+        "2",
+        "the user's own tab is kept (the original replaced it)"
+    );
+    assert_eq!(
+        next_text(&mut user_tab).await.as_deref(),
+        Some(r#""héllo ✓ 😀""#)
+    );
+    assert_eq!(
+        next_text(&mut guest_tab).await.as_deref(),
+        Some(r#""héllo ✓ 😀""#)
+    );
+    let (st, _) = publish(&edge, "AuthEvent", r#"{"guestId":"","authUserId":"u"}"#).await;
+    assert_eq!(st, 400);
+}
+
+#[tokio::test]
+async fn two_hundred_quick_pushes_arrive_in_order() {
+    let edge = push_edge(true, "").await;
+    let (mut ws, _) = connect(&edge, &[("x-auth-user", "u")]).await;
+    for i in 0..200 {
+        publish(
+            &edge,
+            "BackgroundPush",
+            &format!(r#"{{"payload":{{"i":{i}}},"pushToUser":"u"}}"#),
+        )
+        .await;
+    }
+    for i in 0..200 {
+        assert_eq!(next_text(&mut ws).await, Some(format!(r#"{{"i":{i}}}"#)));
+    }
+}
+
+#[tokio::test]
+async fn plain_http_gets_426_and_a_full_queue_closes_1013() {
+    let edge = push_edge(true, "max_queue = \"1KiB\"").await;
+    let raw = raw_request(
+        edge.http,
+        b"GET /server_notifications/connect HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 426"), "{raw}");
+    // A socket that reads nothing while 64 KiB of pushes arrive: it is closed 1013, not queued
+    // without bound (the socket buffers take some first).
+    let (ws, _) = connect(&edge, &[("x-auth-user", "slow")]).await;
+    let big = "x".repeat(16 << 10);
+    let mut closed = false;
+    for _ in 0..2000 {
+        let (_, n) = publish(
+            &edge,
+            "BackgroundPush",
+            &format!(r#"{{"payload":"{big}","pushToUser":"slow"}}"#),
+        )
+        .await;
+        if n.trim() == "0" {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the socket was dropped from the hub");
+    // What the client finds once it reads: the pushes that fit, then the 1013 close (or, if its
+    // socket was too full to take even that, the end of the connection).
+    let mut ws = ws;
+    let mut code = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        if let Message::Close(f) = m {
+            code = f.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert!(matches!(code, Some(1013) | None), "{code:?}");
+}
