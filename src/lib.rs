@@ -13,7 +13,7 @@
 //!   certificates; `/healthz`, `/readyz`).
 //! - [`proxy`]: `request` (framing, target and host checks: the upstream gets the host routing
 //!   used), `routes` (host, path prefix), `service` (the route's kind, matched in one place:
-//!   upstream | rooms), `state` (what a reload swaps), hop-by-hop rules, HTTP forwarding to
+//!   upstream | rooms | push), `state` (what a reload swaps), hop-by-hop rules, HTTP forwarding to
 //!   pooled HTTP/1.1 upstreams (`http`, bodies capped and under `body_timeout`), WebSocket
 //!   handshake forwarding (`websocket`), the generic hosted handshake (`upgrade`: 426, key,
 //!   101, tracked spawn, metrics and the access log), `access_log`.
@@ -26,7 +26,9 @@
 //!   admission, auth, join), `socket` (a room connection: a handler for
 //!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`.
 //! - [`push`]: the push service (websocket-push): `protocol` (sans-IO: tab ids, client
-//!   commands, published pushes and auth events). Not yet served (issue 14).
+//!   commands, published pushes and auth events), `hub` (sockets by user, room and tab; bounded
+//!   outboxes), `socket` (a handler for `ws::hosted`). One node: published through the admin
+//!   listener; Redis is not built yet.
 //! - [`ws`]: the sans-IO frame scanner (`frame`), the server end of hosted sockets (`conn`:
 //!   no buffer held while idle), the one guard every WebSocket gets (`heartbeat`, `guard`:
 //!   rates and statistics, `close`: codes), the guarded loop hosted services run on (`hosted`)
