@@ -148,7 +148,19 @@ fn answer(
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => {
             let why = not_ready(certs, shutdown);
-            if why.is_empty() {
+            let degraded = proxy
+                .push_link
+                .get()
+                .is_some_and(|l| !l.connected.load(std::sync::atomic::Ordering::Relaxed));
+            if why.is_empty() && degraded {
+                // Redis down must not take the whole edge out of a load balancer.
+                text(
+                    StatusCode::OK,
+                    PLAIN,
+                    "ready (push degraded: Redis unreachable, pushes published now are lost)\n"
+                        .into(),
+                )
+            } else if why.is_empty() {
                 text(StatusCode::OK, PLAIN, "ready\n".into())
             } else {
                 text(
@@ -191,25 +203,36 @@ async fn publish(req: Request<Incoming>, proxy: &Proxy, loopback: bool) -> Respo
         Ok(b) => b.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, PLAIN, "too large\n".into()),
     };
-    let hubs = proxy.state().push_hubs();
-    let reached = match channel.as_str() {
-        "BackgroundPush" => crate::push::protocol::push(&body)
-            .map(|p| hubs.iter().map(|h| h.deliver(&p)).sum::<usize>()),
-        "AuthEvent" => crate::push::protocol::auth_event(&body)
-            .map(|(guest, user)| hubs.iter().map(|h| h.alias(&guest, &user)).sum::<usize>()),
+    use crate::push::redis::Channel;
+    let channel = match channel.as_str() {
+        "BackgroundPush" => Channel::Push,
+        "AuthEvent" => Channel::Auth,
         _ => return text(StatusCode::NOT_FOUND, PLAIN, "no such channel\n".into()),
     };
-    match reached {
-        Ok(n) => text(StatusCode::ACCEPTED, PLAIN, format!("{n}\n")),
-        Err(why) => {
-            for h in &hubs {
-                h.stats
-                    .refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            tracing::debug!(%channel, %why, "publish refused");
-            text(StatusCode::BAD_REQUEST, PLAIN, format!("{why}\n"))
-        }
+    // Checked here either way: a bad message is the caller's 400, not every node's warning.
+    let checked = match channel {
+        Channel::Push => crate::push::protocol::push(&body).map(|_| ()),
+        Channel::Auth => crate::push::protocol::auth_event(&body).map(|_| ()),
+    };
+    if let Err(why) = checked {
+        let hubs = proxy.state().push_hubs();
+        let _ = crate::push::deliver(&hubs, channel, &body); // counts the refusal
+        return text(StatusCode::BAD_REQUEST, PLAIN, format!("{why}\n"));
+    }
+    match proxy.push_link.get() {
+        // With [redis]: published, so that every node (this one included) delivers it.
+        Some(link) => match link.publish(channel, &body).await {
+            Ok(nodes) => text(
+                StatusCode::ACCEPTED,
+                PLAIN,
+                format!("published to {nodes} nodes\n"),
+            ),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{e}\n")),
+        },
+        None => match crate::push::deliver(&proxy.state().push_hubs(), channel, &body) {
+            Ok(n) => text(StatusCode::ACCEPTED, PLAIN, format!("{n}\n")),
+            Err(why) => text(StatusCode::BAD_REQUEST, PLAIN, format!("{why}\n")),
+        },
     }
 }
 

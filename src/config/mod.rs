@@ -7,6 +7,7 @@ mod error;
 pub mod guard;
 pub mod push;
 mod raw;
+pub mod redis;
 pub mod rooms;
 mod route;
 pub mod units;
@@ -35,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     /// In file order; the route table orders them by precedence.
     pub routes: Vec<RouteConfig>,
+    /// `[redis]`, when set: push over Redis PubSub (every node delivers).
+    pub redis: Option<redis::RedisConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub route: Vec<Spanned<RawRoute>>,
     pub guard: Option<Spanned<RawGuard>>,
     pub limits: Option<Spanned<RawLimits>>,
+    pub redis: Option<Spanned<super::redis::RawRedis>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -220,10 +220,16 @@ impl Validator<'_> {
             }
             routes.extend(route);
         }
+        let redis = raw.redis.as_ref().and_then(|r| {
+            super::redis::validate(r.get_ref())
+                .map_err(|(field, why)| self.problem(format!("redis.{field}"), Some(r), why))
+                .ok()
+        });
         Config {
             server,
             limits,
             routes,
+            redis,
         }
     }
 

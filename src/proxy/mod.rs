@@ -65,6 +65,8 @@ pub struct Proxy {
     all_registries: std::sync::Mutex<Vec<Arc<crate::rooms::registry::Registry>>>,
     /// How room store files are opened (at start and by reloads).
     open_store: OpenStore,
+    /// Push over Redis, with `[redis]` (set once at start).
+    pub push_link: std::sync::OnceLock<Arc<crate::push::redis::Link>>,
 }
 
 impl Proxy {
@@ -85,6 +87,7 @@ impl Proxy {
             tracker,
             guard_stats: Arc::default(),
             all_registries,
+            push_link: std::sync::OnceLock::new(),
         })
     }
 

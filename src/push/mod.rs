@@ -5,4 +5,30 @@
 
 pub mod hub;
 pub mod protocol;
+pub mod redis;
 pub mod socket;
+
+/// A message published on one of the push channels, delivered to this node's hubs: how many
+/// sockets it reached, or why it was refused (counted on every hub, and logged).
+pub fn deliver(
+    hubs: &[std::sync::Arc<hub::Hub>],
+    channel: redis::Channel,
+    message: &[u8],
+) -> Result<usize, protocol::Refused> {
+    let reached = match channel {
+        redis::Channel::Push => {
+            protocol::push(message).map(|p| hubs.iter().map(|h| h.deliver(&p)).sum::<usize>())
+        }
+        redis::Channel::Auth => protocol::auth_event(message)
+            .map(|(guest, user)| hubs.iter().map(|h| h.alias(&guest, &user)).sum::<usize>()),
+    };
+    if let Err(why) = &reached {
+        for h in hubs {
+            h.stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::debug!(?channel, %why, "push: message refused");
+    }
+    reached
+}

@@ -30,6 +30,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Store(#[from] crate::rooms::store::StoreError),
+    #[error("[redis]: {0}")]
+    Redis(#[from] crate::push::redis::LinkError),
 }
 
 /// A started server: its bound addresses, and the handle to stop it.
@@ -40,6 +42,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The `[server]` settings the listeners were started with (a reload cannot change them).
     started_with: crate::config::ServerConfig,
+    /// The `[redis]` settings the push link was started with (a reload cannot change them).
+    redis_started_with: Option<crate::config::redis::RedisConfig>,
     pub certs: Arc<CertStore>,
     /// The request pipeline (admission and guard counters live there).
     pub proxy: Arc<Proxy>,
@@ -88,6 +92,7 @@ impl Running {
             ("server.cert_rescan", a.cert_rescan != b.cert_rescan),
             ("server.log_level", a.log_level != b.log_level),
             ("server.log_format", a.log_format != b.log_format),
+            ("redis", self.redis_started_with != config.redis),
         ] {
             if changed {
                 restart.push(field);
@@ -180,12 +185,24 @@ pub async fn start_with(
             tracker.clone(),
         ));
     }
+    if let Some(r) = &config.redis {
+        let link = crate::push::redis::Link::new(r.clone())?;
+        let _ = proxy.push_link.set(link.clone());
+        let deliver = {
+            let proxy = proxy.clone();
+            move |channel, message: &[u8]| {
+                let _ = crate::push::deliver(&proxy.state().push_hubs(), channel, message);
+            }
+        };
+        tracker.spawn(link.subscribe(deliver, shutdown.clone()));
+    }
     tracker.spawn(crate::systemd::watchdog(shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),
         https_addr,
         admin_addr,
         started_with: config.server.clone(),
+        redis_started_with: config.redis.clone(),
         certs: certs.clone(),
         proxy: proxy.clone(),
         cert_trigger,
