@@ -27,8 +27,8 @@
 //!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`.
 //! - [`push`]: the push service (websocket-push): `protocol` (sans-IO: tab ids, client
 //!   commands, published pushes and auth events), `hub` (sockets by user, room and tab; bounded
-//!   outboxes), `socket` (a handler for `ws::hosted`). One node: published through the admin
-//!   listener; Redis is not built yet.
+//!   outboxes), `socket` (a handler for `ws::hosted`), `redis` (the PubSub subscriber and
+//!   publisher with `[redis]`; without it, pushes come through the admin listener).
 //! - [`ws`]: the sans-IO frame scanner (`frame`), the server end of hosted sockets (`conn`:
 //!   no buffer held while idle), the one guard every WebSocket gets (`heartbeat`, `guard`:
 //!   rates and statistics, `close`: codes), the guarded loop hosted services run on (`hosted`)
