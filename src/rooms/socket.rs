@@ -12,7 +12,7 @@ use super::registry::{Registry, RoomHandle};
 use crate::auth::Access;
 use crate::config::Guard;
 use crate::ws::close;
-use crate::ws::conn::{Io, WsConn};
+use crate::ws::conn::Io;
 use crate::ws::guard::GuardStats;
 use crate::ws::hosted::{self, Flow, Handler, Message, Out, Settings};
 use bytes::Bytes;
@@ -120,10 +120,7 @@ pub fn serve(
     (io, prefix): (Io, Bytes),
     s: &Session,
 ) -> impl Future<Output = (End, Traffic)> + Send + '_ {
-    let g = &s.guard;
-    let max_message = g.max_message.min(usize::MAX as u64) as usize;
-    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
-    let mut ws = WsConn::new(io, prefix, max_frame.min(max_message), max_message);
+    let mut ws = hosted::conn(io, prefix, &s.guard);
     async move {
         let mut member = Membership {
             room: &s.room,

@@ -139,6 +139,13 @@ impl From<Flow> for Step {
     }
 }
 
+/// The socket end of a hosted connection, with the guard's frame and message limits.
+pub fn conn(io: super::conn::Io, prefix: Bytes, g: &Guard) -> WsConn {
+    let max_message = g.max_message.min(usize::MAX as u64) as usize;
+    let max_frame = g.max_frame.min(usize::MAX as u64) as usize;
+    WsConn::new(io, prefix, max_frame.min(max_message), max_message)
+}
+
 /// How long a close may take to write, and then for the peer's answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
