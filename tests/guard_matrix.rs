@@ -1,7 +1,7 @@
 //! The WebSocket guard as one table: every case runs against every route kind wsedge serves
 //! WebSockets on — a proxied route (to the echo upstream of `common::upstream`) and a hosted
-//! rooms route — and asserts the same outcome. A new kind (push) implements `Kind`'s methods:
-//! its route, a valid data message `i`, and how to recognise the echo of message `i`.
+//! rooms route and a push route — and asserts the same outcome. A kind implements `Kind`'s
+//! methods: its route, a valid data message `i`, and how to recognise the echo of message `i`.
 //!
 //! The client is raw (frames written and read by hand over TCP or TLS) so that it can stay
 //! silent to pings, send fragments, floods of pings, or stop reading.
@@ -27,9 +27,12 @@ const MASK: Option<[u8; 4]> = Some([7, 3, 1, 9]);
 enum Kind {
     Proxied,
     Room,
+    /// A push socket: message `i` joins room `m<i>`; its echo is a push to that room, published
+    /// by the test through the admin endpoint until it arrives (see `Client::send`).
+    Push,
 }
 
-const KINDS: [Kind; 2] = [Kind::Proxied, Kind::Room];
+const KINDS: [Kind; 3] = [Kind::Proxied, Kind::Room, Kind::Push];
 
 /// A running edge for one case (and the upstream a proxied route needs).
 struct Setup {
@@ -57,6 +60,13 @@ impl Kind {
                 ),
                 None,
             ),
+            Kind::Push => (
+                format!(
+                    "[[route]]\npath = \"/push\"\nplain_http = true\nguard = {{ {guard} }}\n\
+                     push = {{ max_rooms = 1000 }}\n"
+                ),
+                None,
+            ),
         };
         Setup {
             edge: Edge::start("", &routes).await,
@@ -78,6 +88,7 @@ impl Kind {
             Kind::Proxied if variant.is_empty() => "/ws".into(),
             Kind::Proxied => format!("/ws-{variant}"),
             Kind::Room => "/room/matrix".into(),
+            Kind::Push => "/push/matrix".into(),
         }
     }
 
@@ -86,6 +97,12 @@ impl Kind {
         let text = format!("m{i}:{}", "x".repeat(pad));
         match self {
             Kind::Proxied => (OP_TEXT, text.into_bytes()),
+            Kind::Push => (
+                OP_TEXT,
+                serde_json::json!({ "joinRoom": format!("m{i}"), "pad": text })
+                    .to_string()
+                    .into_bytes(),
+            ),
             Kind::Room => {
                 // An update by client 1000 + i, so its echo names its sender.
                 let doc = yrs::Doc::with_client_id(1000 + i);
@@ -117,7 +134,47 @@ impl Kind {
                 let client = u.state_vector().iter().next().map(|(c, _)| c.get())?;
                 client.checked_sub(1000)
             }
+            Kind::Push => {
+                let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+                v.get("echo")?.as_u64()
+            }
         }
+    }
+
+    /// Make room `room` busy for a push socket: a push to it every `every` (zero: as fast as
+    /// they go) for `secs`, with `payload` bytes of padding.
+    fn publisher(
+        admin: std::net::SocketAddr,
+        room: &str,
+        secs: u64,
+        every: Duration,
+        payload: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let body = serde_json::json!({
+            "payload": { "busy": "x".repeat(payload) },
+            "pushToRoom": room,
+        })
+        .to_string();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < until {
+                publish(admin, &body).await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+}
+
+/// POST one push to the admin endpoint (its answer is not needed).
+async fn publish(admin: std::net::SocketAddr, body: &str) {
+    let raw = format!(
+        "POST /push/BackgroundPush HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
+        let _ = s.write_all(raw.as_bytes()).await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut sink)).await;
     }
 }
 
@@ -141,15 +198,32 @@ struct Client {
     io: Box<dyn Io>,
     kind: Kind,
     answer_pings: bool,
+    /// Push: the admin listener to publish echoes on, and the echoes seen (a room's push
+    /// repeats until it arrives, so one message can be echoed more than once: counted once).
+    admin: Option<std::net::SocketAddr>,
+    echoes: std::collections::HashSet<u64>,
 }
 
 impl Client {
     async fn connect(s: &Setup, variant: &str) -> Client {
-        Client {
-            io: Box::new(raw_upgrade(&s.edge, &s.kind.path(variant)).await),
+        let io = Box::new(raw_upgrade(&s.edge, &s.kind.path(variant)).await);
+        Client::ready(s, variant, io).await
+    }
+
+    /// A connected client; a push socket of a variant ("tick", "flood") joins that room.
+    async fn ready(s: &Setup, variant: &str, io: Box<dyn Io>) -> Client {
+        let mut c = Client {
+            io,
             kind: s.kind,
             answer_pings: true,
+            admin: s.edge.running.as_ref().and_then(|r| r.admin_addr),
+            echoes: Default::default(),
+        };
+        if s.kind == Kind::Push && !variant.is_empty() {
+            let join = serde_json::json!({ "joinRoom": variant }).to_string();
+            c.send_frame(OP_TEXT, true, join.as_bytes()).await;
         }
+        c
     }
 
     /// The same handshake by hand over TLS.
@@ -178,11 +252,7 @@ impl Client {
             "{}",
             String::from_utf8_lossy(&head)
         );
-        Client {
-            io: Box::new(tls),
-            kind: s.kind,
-            answer_pings: true,
-        }
+        Client::ready(s, variant, Box::new(tls)).await
     }
 
     async fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
@@ -196,6 +266,21 @@ impl Client {
     async fn send(&mut self, i: u64, pad: usize) {
         let (op, payload) = self.kind.message(i, pad);
         self.send_frame(op, true, &payload).await;
+        if self.kind == Kind::Push
+            && let Some(admin) = self.admin
+        {
+            // The echo: a push to room m<i>, repeated for a while (it arrives once the join
+            // has passed the guard, if it does).
+            let body =
+                serde_json::json!({ "payload": { "echo": i }, "pushToRoom": format!("m{i}") })
+                    .to_string();
+            tokio::spawn(async move {
+                for _ in 0..150 {
+                    publish(admin, &body).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
     }
 
     /// Read for at most `limit` (or until `done`), answering pings if told to.
@@ -229,7 +314,9 @@ impl Client {
                     seen.close = Some((code, reason));
                 }
                 (op, p) => {
-                    if let Some(i) = self.kind.echo_of(op, &p) {
+                    if let Some(i) = self.kind.echo_of(op, &p)
+                        && (self.kind != Kind::Push || self.echoes.insert(i))
+                    {
                         seen.echoed.push(i);
                         seen.echo_len.push((i, p.len()));
                     }
@@ -297,7 +384,7 @@ async fn heartbeat_a_forged_pong_answers_nothing() {
 #[tokio::test]
 async fn heartbeat_a_silent_upstream_gets_the_client_1014() {
     for kind in KINDS {
-        if kind == Kind::Room {
+        if kind != Kind::Proxied {
             continue; // a hosted socket has no upstream: wsedge itself answers
         }
         let s = kind
@@ -330,9 +417,15 @@ async fn idle_means_no_data_either_way() {
                         w.send(100 + i, 0).await;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    w
                 }))
             }
+            Kind::Push => Some(Kind::publisher(
+                s.edge.running.as_ref().unwrap().admin_addr.unwrap(),
+                "tick",
+                2,
+                Duration::from_millis(100),
+                0,
+            )),
         };
         let seen = viewer.watch(Duration::from_millis(1200), |_| false).await;
         assert_eq!(
@@ -529,6 +622,7 @@ async fn slow_readers_are_dropped_plain_and_tls() {
             };
             // Rooms: another client fills the room with 64 KiB updates for the slow one.
             let mut writer = Client::connect(&s, "").await;
+            let admin = s.edge.running.as_ref().unwrap().admin_addr.unwrap();
             let flood = tokio::spawn(async move {
                 if kind == Kind::Room {
                     for i in 0..300 {
@@ -536,6 +630,11 @@ async fn slow_readers_are_dropped_plain_and_tls() {
                         // Read the writer's own echoes so that only `slow` is slow.
                         writer.watch(Duration::from_millis(5), |_| false).await;
                     }
+                }
+                if kind == Kind::Push {
+                    // 64 KiB pushes to the slow one's room (its outbox bound, 1 MiB, or the
+                    // slow-reader timeout ends it, whichever comes first).
+                    let _ = Kind::publisher(admin, "flood", 3, Duration::ZERO, 64 << 10).await;
                 }
                 writer
             });
