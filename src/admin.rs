@@ -99,6 +99,33 @@ fn metrics(proxy: &Proxy, certs: &CertStore) -> String {
                 .set(size as i64);
         }
     }
+    for (route, hub) in state.push_routes() {
+        let (sockets, users, rooms) = hub.counts();
+        for (what, n) in [("sockets", sockets), ("users", users), ("rooms", rooms)] {
+            m.push_open
+                .get_or_create(&labels([("route", &route), ("what", what)]))
+                .set(n as i64);
+        }
+        let st = &hub.stats;
+        for (outcome, v) in [
+            ("received", &st.received),
+            ("delivered", &st.delivered),
+            ("refused", &st.refused),
+            ("overflow", &st.overflows),
+            ("join_refused", &st.joins_refused),
+            ("ignored", &st.ignored),
+        ] {
+            sync(
+                &m.push_messages,
+                labels([("route", &route), ("outcome", outcome)]),
+                v.load(Relaxed),
+            );
+        }
+    }
+    if let Some(link) = proxy.push_link.get() {
+        m.push_redis_connected
+            .set(i64::from(link.connected.load(Relaxed)));
+    }
     for (name, _, not_after) in certs.expiry() {
         m.certificate_expiry
             .get_or_create(&labels([("name", &name)]))

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub rooms_loaded: Family<Labels, Gauge>,
     pub rooms_by_connections: Family<Labels, Gauge>,
     pub rooms_refusals: Family<Labels, Counter>,
+    pub push_open: Family<Labels, Gauge>,
+    pub push_messages: Family<Labels, Counter>,
+    pub push_redis_connected: Gauge,
     pub store_flush_seconds: Hist,
     pub store_flush_operations: Hist,
     pub store_bytes: Family<Labels, Gauge>,
@@ -67,6 +70,9 @@ impl Metrics {
             http_timeouts: Family::default(),
             upstream_seconds: Family::new_with_constructor(latency),
             rooms_loaded: Family::default(),
+            push_open: Family::default(),
+            push_messages: Family::default(),
+            push_redis_connected: Gauge::default(),
             rooms_by_connections: Family::default(),
             rooms_refusals: Family::default(),
             store_flush_seconds: Family::new_with_constructor(latency),
@@ -146,6 +152,21 @@ impl Metrics {
             "rooms_refusals",
             "Room frames, joins and stored rows refused, by route and reason (invalid, document_limit, internal, load_failed, unreadable_row)",
             m.rooms_refusals.clone(),
+        );
+        r.register(
+            "push_open",
+            "Push sockets, distinct users and rooms now, by route and what (sockets, users, rooms)",
+            m.push_open.clone(),
+        );
+        r.register(
+            "push_messages",
+            "Push route events by route and outcome (received, delivered, refused, overflow, join_refused, ignored)",
+            m.push_messages.clone(),
+        );
+        r.register(
+            "push_redis_connected",
+            "1 while the push subscriber is connected to Redis ([redis] set), else 0",
+            m.push_redis_connected.clone(),
         );
         r.register(
             "rooms_loaded",

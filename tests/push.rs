@@ -322,3 +322,66 @@ async fn plain_http_gets_426_and_a_full_queue_closes_1013() {
     }
     assert!(matches!(code, Some(1013) | None), "{code:?}");
 }
+
+#[tokio::test]
+async fn metrics_count_sockets_and_pushes() {
+    let edge = push_edge(true, "").await;
+    let (mut a, _) = connect(&edge, &[("x-auth-user", "alice")]).await;
+    let (_b, _) = connect(&edge, &[]).await;
+    join(&mut a, "r").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":1,"pushToUser":"alice"}"#,
+    )
+    .await;
+    publish(
+        &edge,
+        "BackgroundPush",
+        r#"{"payload":0,"pushToUser":"alice"}"#,
+    )
+    .await;
+    a.send(Message::text("junk")).await.unwrap();
+    assert_eq!(next_text(&mut a).await.as_deref(), Some("1"));
+    let admin = edge.running.as_ref().unwrap().admin_addr.unwrap();
+    let text = raw_request(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    let sample = prometheus_parse::Scrape::parse(lines.iter().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, label: (&str, &str)| {
+        sample
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == name
+                    && s.labels.get("route") == Some("/server_notifications")
+                    && s.labels.get(label.0) == Some(label.1)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("wsedge_push_open", ("what", "sockets")), Some(2.0));
+    assert_eq!(value("wsedge_push_open", ("what", "users")), Some(1.0));
+    assert_eq!(value("wsedge_push_open", ("what", "rooms")), Some(1.0));
+    assert_eq!(
+        value("wsedge_push_messages_total", ("outcome", "delivered")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("wsedge_push_messages_total", ("outcome", "refused")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("wsedge_push_messages_total", ("outcome", "ignored")),
+        Some(1.0)
+    );
+}

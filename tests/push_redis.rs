@@ -266,6 +266,8 @@ async fn a_redis_restart_is_survived_by_resubscribing() {
         "Redis down does not take the edge out of a load balancer"
     );
     assert!(body.contains("push degraded"), "{body}");
+    let (_, m) = admin(&edge, "GET", "/metrics", "").await;
+    assert!(m.contains("wsedge_push_redis_connected 0"), "{m}");
 
     let redis = Redis::start(port);
     subscribed(&edge, 2).await;
@@ -277,4 +279,6 @@ async fn a_redis_restart_is_survived_by_resubscribing() {
     assert_eq!(next_text(&mut ws).await.as_deref(), Some(r#""back""#));
     let (_, body) = admin(&edge, "GET", "/readyz", "").await;
     assert_eq!(body.trim(), "ready");
+    let (_, m) = admin(&edge, "GET", "/metrics", "").await;
+    assert!(m.contains("wsedge_push_redis_connected 1"), "{m}");
 }

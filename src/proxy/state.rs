@@ -76,6 +76,14 @@ impl State {
             .collect()
     }
 
+    /// Push routes by their metrics label.
+    pub fn push_routes(&self) -> Vec<(String, Arc<crate::push::hub::Hub>)> {
+        self.routes
+            .entries()
+            .filter_map(|(r, t)| Some((routes::route_label(r), t.service.push()?.hub.clone())))
+            .collect()
+    }
+
     /// The hubs of every push route.
     pub fn push_hubs(&self) -> Vec<Arc<crate::push::hub::Hub>> {
         self.routes
