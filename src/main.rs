@@ -70,6 +70,9 @@ fn main() -> ExitCode {
                     c.server.http,
                     c.server.https
                 );
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -86,6 +89,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.server.log_level, cfg.server.log_format);
+            for w in cfg.warnings() {
+                tracing::warn!("{w}");
+            }
             match run(config, cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

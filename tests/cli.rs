@@ -354,3 +354,35 @@ fn expiring_certificate_is_warned_about() {
     let _ = child.child.kill();
     let _ = child.child.wait();
 }
+
+#[test]
+fn check_warns_when_push_identity_cannot_be_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("push.toml");
+    let route =
+        "[[route]]\npath = \"/server_notifications\"\npush = { user_header = \"x-auth-user\" }\n";
+    std::fs::write(&path, route).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "valid, with a warning");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: route[0].push: x-auth-user / x-auth-guest are believed only from [limits] trusted_proxies, which is empty"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        format!("[limits]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{route}"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}

@@ -154,6 +154,25 @@ pub struct Upstream {
 }
 
 impl Config {
+    /// What is valid but probably not what was meant: `check` prints these, `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for r in &self.routes {
+            if let RouteAction::Push(p) = &r.action
+                && self.limits.trusted_proxies.is_empty()
+            {
+                w.push(format!(
+                    "route[{}].push: {} / {} are believed only from [limits] trusted_proxies, which is empty: every push socket is anonymous (room pushes only{})",
+                    r.index,
+                    p.user_header,
+                    p.guest_header,
+                    if p.require_user { "; with require_user every one is refused 401" } else { "" }
+                ));
+            }
+        }
+        w
+    }
+
     /// Read, parse and validate a file with the process environment's overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
