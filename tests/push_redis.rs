@@ -63,6 +63,21 @@ impl Drop for Redis {
     }
 }
 
+/// tests/js with its npm packages (the same `npm ci` as the interop tests; run here when the
+/// `redis` client is missing).
+fn node_modules() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if !dir.join("node_modules/redis").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm ci in tests/js failed");
+    }
+    dir
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -169,6 +184,32 @@ async fn pushes_published_on_redis_reach_every_node_once() {
         Some(r#"{"from":"cli"}"#)
     );
     assert!(silent(&mut on_a).await && silent(&mut on_b).await && silent(&mut bob).await);
+
+    // The npm `redis` client, exactly as the original's README publishes from JavaScript.
+    let js = node_modules();
+    let out = Command::new("node")
+        .arg(js.join("publish.mjs"))
+        .args([
+            redis.url().as_str(),
+            "BackgroundPush",
+            r#"{"pushToUser":"alice","payload":{"some":"info"}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    assert_eq!(
+        next_text(&mut on_a).await.as_deref(),
+        Some(r#"{"some":"info"}"#)
+    );
+    assert_eq!(
+        next_text(&mut on_b).await.as_deref(),
+        Some(r#"{"some":"info"}"#)
+    );
 
     // A Redis client library (redis-rs here).
     let client = redis::Client::open(redis.url()).unwrap();
