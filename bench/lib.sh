@@ -15,6 +15,23 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kb() { local s=0; for p in "$@"; do s=$((s + $(ps -o rss= -p "$p" | tr -d ' '))); done; echo $s; }
 
+# idle_kb PID URL CONNS [wsbench idle args...]: hold CONNS idle WebSockets to URL and print the
+# server's RSS growth per connection (KB); the connections close before it returns.
+idle_kb() {
+  local pid=$1 url=$2 conns=$3 fifo="$work/idle.fifo" n before after
+  shift 3
+  before=$(rss_kb "$pid")
+  rm -f "$fifo"; mkfifo "$fifo"
+  ( sleep 600 > "$fifo" ) & local holder=$!
+  $BIN/wsbench idle --url "$url" --conns "$conns" "$@" < "$fifo" > "$work/idle.out" & local client=$!
+  for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
+  n=$(awk '/ready/{print $2}' "$work/idle.out")
+  sleep 3
+  after=$(rss_kb "$pid")
+  kill $holder 2>/dev/null || true; wait $client 2>/dev/null || true
+  python3 -c "print(f'{($after-$before)/max(1,${n:-0}):.2f}')"
+}
+
 # start_nginx LISTEN_PORT UPSTREAM_PORT: sets NGINX_PID and NGINX_ALL (master + workers).
 start_nginx() {
   if ! command -v nginx >/dev/null; then

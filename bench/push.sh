@@ -49,19 +49,9 @@ TOML
 stop() { kill "$SRV_PID" 2>/dev/null || true; wait "$SRV_PID" 2>/dev/null || true; }
 
 idle() { # server -> KB per socket
-  local fifo="$work/idle.fifo" n before after
   start "$1"
-  before=$(rss_kb "$SRV_PID")
-  rm -f "$fifo"; mkfifo "$fifo"
-  ( sleep 600 > "$fifo" ) & local holder=$!
-  $BIN/wsbench idle --url "$SRV_URL" --conns "$IDLE" < "$fifo" > "$work/idle.out" & local client=$!
-  for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
-  n=$(awk '/ready/{print $2}' "$work/idle.out")
-  sleep 3
-  after=$(rss_kb "$SRV_PID")
-  kill $holder 2>/dev/null || true; wait $client 2>/dev/null || true
+  idle_kb "$SRV_PID" "$SRV_URL" "$IDLE"
   stop
-  python3 -c "print(f'{($after-$before)/max(1,${n:-0}):.2f}')"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores; wsedge $($BIN/wsedge --version | cut -d' ' -f2), node $(node --version), redis $(redis-server --version | awk '{print $3}'); $IDLE idle push sockets, $RUNS runs each"

@@ -57,20 +57,10 @@ start() {
 stop() { kill "$SRV_PID" 2>/dev/null || true; wait "$SRV_PID" 2>/dev/null || true; }
 
 idle() { # dir kind -> KB per connection
-  local fifo="$work/idle.fifo" n before after
   start "$1" "$2"
-  before=$(rss_kb "$SRV_PID")
-  rm -f "$fifo"; mkfifo "$fifo"
-  ( sleep 600 > "$fifo" ) & local holder=$!
   local rooms=(); [ "$2" = rooms ] && rooms=(--rooms "$IDLE_ROOMS")
-  "$AFTER/wsbench" idle --url "$SRV_URL" "${rooms[@]}" --conns "$IDLE" < "$fifo" > "$work/idle.out" & local client=$!
-  for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
-  n=$(awk '/ready/{print $2}' "$work/idle.out")
-  sleep 3
-  after=$(rss_kb "$SRV_PID")
-  kill $holder 2>/dev/null || true; wait $client 2>/dev/null || true
+  idle_kb "$SRV_PID" "$SRV_URL" "$IDLE" "${rooms[@]}"
   stop
-  python3 -c "print(f'{($after-$before)/max(1,${n:-0}):.2f}')"
 }
 
 fanout() { # dir -> "delivered_per_sec p99_ms"

@@ -63,21 +63,6 @@ impl Drop for Redis {
     }
 }
 
-/// tests/js with its npm packages (the same `npm ci` as the interop tests; run here when the
-/// `redis` client is missing).
-fn node_modules() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if !dir.join("node_modules/redis").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm is installed");
-        assert!(status.success(), "npm ci in tests/js failed");
-    }
-    dir
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -186,7 +171,7 @@ async fn pushes_published_on_redis_reach_every_node_once() {
     assert!(silent(&mut on_a).await && silent(&mut on_b).await && silent(&mut bob).await);
 
     // The npm `redis` client, exactly as the original's README publishes from JavaScript.
-    let js = node_modules();
+    let js = js_modules(&["redis"]);
     let out = Command::new("node")
         .arg(js.join("publish.mjs"))
         .args([

@@ -7,17 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn ensure_node_modules() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if !dir.join("node_modules/y-websocket").exists() {
-        // `npm ci` installs exactly what package-lock.json pins.
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm is installed");
-        assert!(status.success(), "npm install in tests/js failed");
-    }
-    dir
+    js_modules(&["y-websocket", "yjs", "ws"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

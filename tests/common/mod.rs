@@ -326,3 +326,21 @@ pub fn tls_client_accept_any() -> Arc<rustls::ClientConfig> {
             .with_no_client_auth(),
     )
 }
+
+/// `tests/js` with the npm packages its package-lock.json pins (`npm ci` when one of `needs`
+/// is missing from its node_modules, e.g. after a package was added).
+pub fn js_modules(needs: &[&str]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if needs
+        .iter()
+        .any(|m| !dir.join("node_modules").join(m).exists())
+    {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm ci in tests/js failed");
+    }
+    dir
+}
