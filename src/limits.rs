@@ -181,7 +181,10 @@ impl Admission {
         let mut route_new: Vec<Option<Keyed>> = (0..n).map(|_| None).collect();
         let mut route_concurrent = vec![None; n];
         for r in &config.routes {
-            let hosted = matches!(r.action, crate::config::RouteAction::Rooms(_));
+            let hosted = matches!(
+                r.action,
+                crate::config::RouteAction::Rooms(_) | crate::config::RouteAction::Push(_)
+            );
             let (new, concurrent) = r.guard.per_ip(hosted);
             route_new[r.index] = new.map(keyed);
             route_concurrent[r.index] = concurrent;

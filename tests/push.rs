@@ -385,3 +385,47 @@ async fn metrics_count_sockets_and_pushes() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn push_routes_get_the_hosted_per_ip_defaults() {
+    // Handshakes: 20/s with a burst of 40 per client address by default (as rooms routes): a
+    // client opening sockets as fast as it can is refused after the burst (and what refilled).
+    let edge = push_edge(false, "").await;
+    let refused = |r: Result<(), tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+        Ok(()) => 101,
+    };
+    let mut held = Vec::new();
+    let mut opened = 0;
+    loop {
+        let r = ws_connect(&edge, "/server_notifications/connect", &[]).await;
+        match r {
+            Ok((ws, _)) => {
+                held.push(ws);
+                opened += 1;
+                assert!(opened < 60, "no handshake rate on a push route");
+            }
+            Err(e) => {
+                assert_eq!(refused(Err(e)), 429);
+                break;
+            }
+        }
+    }
+    assert!(opened >= 40, "the burst of 40 passes: {opened}");
+    drop(held);
+    // Open sockets: 64 per address (the handshake rate switched off to reach it at once).
+    let edge = Edge::start(
+        "",
+        "[[route]]\npath = \"/server_notifications\"\nplain_http = true\n\
+         guard = { new_per_ip_per_sec = 0 }\npush = {}\n",
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(connect(&edge, &[]).await.0);
+    }
+    let r = ws_connect(&edge, "/server_notifications/connect", &[]).await;
+    assert_eq!(refused(r.map(|_| ())), 429, "the 65th open socket");
+    drop(held);
+}

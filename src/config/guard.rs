@@ -90,7 +90,7 @@ impl<T> PerIp<T> {
     }
 }
 
-/// Per-IP defaults of hosted (rooms) routes, where wsedge itself does the work per connection
+/// Per-IP defaults of hosted (rooms and push) routes, where wsedge itself does the work per connection
 /// (proxied routes get none: the upstream decides). A user with a few tabs of a few documents,
 /// or a small office behind one NAT, stays well under 64 open sockets; 20 handshakes a second
 /// with a burst of 40 lets every provider of a page reconnect at once after a network blip, while
