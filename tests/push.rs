@@ -3,14 +3,11 @@
 
 mod common;
 
+use common::push::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// An edge with a push route at `/server_notifications`; header identity believed from
 /// loopback when `trust` is set.
@@ -27,78 +24,6 @@ async fn push_edge(trust: bool, push: &str) -> Edge {
         ),
     )
     .await
-}
-
-/// A push socket as `user` (the header a trusted proxy would set), and its tab id.
-async fn connect(edge: &Edge, headers: &[(&str, &str)]) -> (Ws, String) {
-    let (mut ws, _) = ws_connect(edge, "/server_notifications/connect", headers)
-        .await
-        .unwrap();
-    let first = next_text(&mut ws).await.expect("the welcome");
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let o = v.as_object().unwrap();
-    assert_eq!(o.len(), 1, "exactly one key: {first}");
-    let tab = o["tabWindowId"].as_str().unwrap().to_string();
-    assert!(
-        tab.len() <= 11
-            && tab
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    );
-    (ws, tab)
-}
-
-/// The next text frame within 2 s (None: nothing came).
-async fn next_text(ws: &mut Ws) -> Option<String> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
-}
-
-/// Nothing arrives for a moment.
-async fn silent(ws: &mut Ws) -> bool {
-    match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
-        Err(_) => true,
-        Ok(other) => panic!("unexpected: {other:?}"),
-    }
-}
-
-/// POST to the admin publish endpoint: (status, body).
-async fn publish(edge: &Edge, channel: &str, json: &str) -> (u16, String) {
-    let admin = edge.running.as_ref().unwrap().admin_addr.unwrap();
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    s.write_all(
-        format!(
-            "POST /push/{channel} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-            json.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    use tokio::io::AsyncReadExt;
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-async fn join(ws: &mut Ws, room: &str) {
-    ws.send(Message::text(
-        serde_json::json!({ "joinRoom": room }).to_string(),
-    ))
-    .await
-    .unwrap();
 }
 
 #[tokio::test]
@@ -344,44 +269,30 @@ async fn metrics_count_sockets_and_pushes() {
     .await;
     a.send(Message::text("junk")).await.unwrap();
     assert_eq!(next_text(&mut a).await.as_deref(), Some("1"));
-    let admin = edge.running.as_ref().unwrap().admin_addr.unwrap();
-    let text = raw_request(
-        admin,
-        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let body = text.split("\r\n\r\n").nth(1).unwrap();
-    let lines: Vec<&str> = body.lines().collect();
-    let sample = prometheus_parse::Scrape::parse(lines.iter().map(|l| Ok(l.to_string()))).unwrap();
-    let value = |name: &str, label: (&str, &str)| {
-        sample
-            .samples
-            .iter()
-            .find(|s| {
-                s.metric == name
-                    && s.labels.get("route") == Some("/server_notifications")
-                    && s.labels.get(label.0) == Some(label.1)
-            })
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-    };
-    assert_eq!(value("wsedge_push_open", ("what", "sockets")), Some(2.0));
-    assert_eq!(value("wsedge_push_open", ("what", "users")), Some(1.0));
-    assert_eq!(value("wsedge_push_open", ("what", "rooms")), Some(1.0));
+    let value =
+        |name: &'static str, label: (&'static str, &'static str)| push_metric(&edge, name, label);
     assert_eq!(
-        value("wsedge_push_messages_total", ("outcome", "delivered")),
+        value("wsedge_push_open", ("what", "sockets")).await,
+        Some(2.0)
+    );
+    assert_eq!(
+        value("wsedge_push_open", ("what", "users")).await,
         Some(1.0)
     );
     assert_eq!(
-        value("wsedge_push_messages_total", ("outcome", "refused")),
+        value("wsedge_push_open", ("what", "rooms")).await,
         Some(1.0)
     );
     assert_eq!(
-        value("wsedge_push_messages_total", ("outcome", "ignored")),
+        value("wsedge_push_messages_total", ("outcome", "delivered")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value("wsedge_push_messages_total", ("outcome", "refused")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value("wsedge_push_messages_total", ("outcome", "ignored")).await,
         Some(1.0)
     );
 }

@@ -5,16 +5,11 @@
 
 mod common;
 
+use common::push::*;
 use common::*;
-use futures_util::StreamExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// A `redis-server` of our own on `port` (no persistence).
 struct Redis {
@@ -102,56 +97,18 @@ async fn subscribed(e: &Edge, n: u64) {
     panic!("the node did not subscribe");
 }
 
-async fn connect(edge: &Edge, user: &str) -> Ws {
-    let (mut ws, _) = ws_connect(
-        edge,
-        "/server_notifications/connect",
-        &[("x-auth-user", user)],
-    )
-    .await
-    .unwrap();
-    let first = next_text(&mut ws).await.unwrap();
-    assert!(first.starts_with("{\"tabWindowId\":"), "{first}");
-    ws
-}
-
-async fn next_text(ws: &mut Ws) -> Option<String> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
-}
-
-async fn silent(ws: &mut Ws) -> bool {
-    tokio::time::timeout(Duration::from_millis(300), ws.next())
-        .await
-        .is_err()
-}
-
-async fn admin(edge: &Edge, method: &str, path: &str, body: &str) -> (u16, String) {
-    let addr = edge.running.as_ref().unwrap().admin_addr.unwrap();
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let out = raw_request(addr, raw.as_bytes()).await;
-    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
+/// A push socket as `user` (the header a trusted proxy sets).
+async fn as_user(edge: &Edge, user: &str) -> Ws {
+    connect(edge, &[("x-auth-user", user)]).await.0
 }
 
 #[tokio::test]
 async fn pushes_published_on_redis_reach_every_node_once() {
     let redis = Redis::start(free_port());
     let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
-    let mut on_a = connect(&a, "alice").await;
-    let mut on_b = connect(&b, "alice").await;
-    let mut bob = connect(&b, "bob").await;
+    let mut on_a = as_user(&a, "alice").await;
+    let mut on_b = as_user(&b, "alice").await;
+    let mut bob = as_user(&b, "bob").await;
 
     // redis-cli, as a backend would: both nodes deliver, each once.
     let n = redis.cli(&[
@@ -265,7 +222,7 @@ async fn a_redis_restart_is_survived_by_resubscribing() {
     let port = free_port();
     let redis = Redis::start(port);
     let edge = node(&redis.url()).await;
-    let mut ws = connect(&edge, "u").await;
+    let mut ws = as_user(&edge, "u").await;
     drop(redis); // Redis goes away
     let link = edge
         .running

@@ -32,16 +32,30 @@ const FORWARDED: [header::HeaderName; 4] = [
     header::USER_AGENT,
 ];
 
+/// The credential headers of a request (and its `Host`), kept for asking the endpoint again
+/// later (a push route's per-join check).
+pub fn credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for name in FORWARDED.iter().chain([&header::HOST]) {
+        for v in headers.get_all(name) {
+            h.append(name.clone(), v.clone());
+        }
+    }
+    h
+}
+
 /// Ask the forward-auth endpoint: 2xx admits (read-only if it answers
-/// `X-Wsedge-Access: ro`), 401/403 are passed on, anything else is a 502 (504 on timeout).
+/// `X-Wsedge-Access: ro`; the answer's headers are returned, for a push route's user), 401/403
+/// are passed on, anything else is a 502 (504 on timeout). `room`, when there is one, goes in
+/// `X-Wsedge-Room` (percent-encoded).
 pub async fn forward(
     client: &HttpClient,
     cfg: &ForwardAuth,
     headers: &HeaderMap,
     original_uri: &str,
     client_ip: std::net::IpAddr,
-    room: &str,
-) -> Result<Access, Denied> {
+    room: Option<&str>,
+) -> Result<(Access, HeaderMap), Denied> {
     let mut req = http::Request::get(cfg.url.clone())
         .body(Full::new(Bytes::new()))
         .map_err(|e| Denied::Unavailable {
@@ -65,9 +79,12 @@ pub async fn forward(
     if let Some(host) = headers.get(header::HOST) {
         h.insert("x-forwarded-host", host.clone());
     }
-    let room_enc =
-        percent_encoding::utf8_percent_encode(room, percent_encoding::NON_ALPHANUMERIC).to_string();
-    set(h, "x-wsedge-room", &room_enc);
+    if let Some(room) = room {
+        let room_enc =
+            percent_encoding::utf8_percent_encode(room, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        set(h, "x-wsedge-room", &room_enc);
+    }
     let resp = match tokio::time::timeout(cfg.timeout, client.request(req)).await {
         Err(_) => {
             return Err(Denied::Unavailable {
@@ -84,6 +101,7 @@ pub async fn forward(
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
+    let answer = resp.headers().clone();
     let read_only = resp
         .headers()
         .get("x-wsedge-access")
@@ -92,8 +110,8 @@ pub async fn forward(
     // Drain (bounded) so the pooled connection can be reused.
     let _ = tokio::time::timeout(cfg.timeout, resp.into_body().collect()).await;
     match status.as_u16() {
-        200..=299 if read_only => Ok(Access::ReadOnly),
-        200..=299 => Ok(Access::ReadWrite),
+        200..=299 if read_only => Ok((Access::ReadOnly, answer)),
+        200..=299 => Ok((Access::ReadWrite, answer)),
         401 => Err(Denied::Unauthorized(format!("{} answered 401", cfg.url))),
         403 => Err(Denied::Forbidden(format!("{} answered 403", cfg.url))),
         s => Err(Denied::Unavailable {

@@ -19,7 +19,7 @@ struct Claims {
 }
 
 /// Does `pattern` (exact, `prefix*`, or `*`) cover `room`?
-fn room_matches(pattern: &str, room: &str) -> bool {
+pub fn room_matches(pattern: &str, room: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => room.starts_with(prefix),
         None => pattern == room,
@@ -66,10 +66,7 @@ pub fn find_token(cfg: &JwtAuth, query: Option<&str>, headers: &HeaderMap) -> Op
 /// Verify a token for `room`: signature, `exp` and `nbf` (30 s leeway for clock skew), `aud` and
 /// `iss` when the route names them, the room claim.
 pub fn verify_jwt(cfg: &JwtAuth, token: &str, room: &str) -> Result<Access, Denied> {
-    let validation = validation(cfg, cfg.key.algorithm);
-    let data = jsonwebtoken::decode::<Claims>(token, &cfg.key.key, &validation)
-        .map_err(|e| Denied::Unauthorized(format!("token refused: {e}")))?;
-    let claims = data.claims;
+    let claims: Claims = decode(cfg, token)?;
     if !claims.rooms.iter().any(|p| room_matches(p, room)) {
         return Err(Denied::Forbidden(format!(
             "token does not grant room {room:?}"
@@ -82,6 +79,41 @@ pub fn verify_jwt(cfg: &JwtAuth, token: &str, room: &str) -> Result<Access, Deni
             "token has unknown access {other:?} (expected \"rw\" or \"ro\")"
         ))),
     }
+}
+
+/// The claims of a token that verifies (signature, `exp`, `nbf`, `aud`, `iss`).
+fn decode<C: serde::de::DeserializeOwned>(cfg: &JwtAuth, token: &str) -> Result<C, Denied> {
+    let validation = validation(cfg, cfg.key.algorithm);
+    jsonwebtoken::decode::<C>(token, &cfg.key.key, &validation)
+        .map(|d| d.claims)
+        .map_err(|e| Denied::Unauthorized(format!("token refused: {e}")))
+}
+
+/// Who a push socket's token names: the user (the route's `claim`, default `sub`: a string, or
+/// a number's digits; absent or empty: no user) and the room patterns of its `rooms` claim (for
+/// `joins = "token"`). Verified as any token (signature, `exp`, `nbf`, `aud`, `iss`); a `claim`
+/// or `rooms` of another type is refused, not ignored.
+pub fn push_identity(cfg: &JwtAuth, token: &str) -> Result<(Option<String>, Vec<String>), Denied> {
+    use serde_json::Value;
+    let mut claims: serde_json::Map<String, Value> = decode(cfg, token)?;
+    let user = match claims.remove(&cfg.claim) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => (!s.is_empty()).then_some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            return Err(Denied::Unauthorized(format!(
+                "token claim {:?} is not a string",
+                cfg.claim
+            )));
+        }
+    };
+    let rooms = match claims.remove("rooms") {
+        None => Vec::new(),
+        Some(v) => serde_json::from_value::<Vec<String>>(v).map_err(|_| {
+            Denied::Unauthorized("token claim \"rooms\" is not a list of strings".into())
+        })?,
+    };
+    Ok((user, rooms))
 }
 
 /// What jsonwebtoken checks besides the signature. A claim the route names is also required:
@@ -119,6 +151,7 @@ mod tests {
             cookie: Some("yjs".into()),
             audience: Vec::new(),
             issuer: Vec::new(),
+            claim: "sub".into(),
         }
     }
 
@@ -285,6 +318,54 @@ mod tests {
             ),
             "issuer alone leaves aud unchecked"
         );
+    }
+
+    #[test]
+    fn push_identity_names_the_user_and_rooms() {
+        let c = cfg();
+        let t = |claims: serde_json::Value| {
+            let mut full = serde_json::json!({"exp": exp(60)});
+            full.as_object_mut()
+                .unwrap()
+                .extend(claims.as_object().unwrap().clone());
+            push_identity(&c, &token(full, SECRET))
+        };
+        assert_eq!(
+            t(serde_json::json!({"sub": "alice", "rooms": ["team/*"]})),
+            Ok((Some("alice".into()), vec!["team/*".into()]))
+        );
+        assert_eq!(
+            t(serde_json::json!({"sub": 42})),
+            Ok((Some("42".into()), vec![]))
+        );
+        assert_eq!(
+            t(serde_json::json!({})),
+            Ok((None, vec![])),
+            "no user: anonymous"
+        );
+        assert_eq!(t(serde_json::json!({"sub": ""})), Ok((None, vec![])));
+        assert!(matches!(
+            t(serde_json::json!({"sub": {"id": 1}})),
+            Err(Denied::Unauthorized(_))
+        ));
+        assert!(matches!(
+            t(serde_json::json!({"rooms": "all"})),
+            Err(Denied::Unauthorized(_))
+        ));
+        let other = JwtAuth {
+            claim: "uid".into(),
+            ..cfg()
+        };
+        let tok = token(
+            serde_json::json!({"exp": exp(60), "sub": "a", "uid": "u7"}),
+            SECRET,
+        );
+        assert_eq!(push_identity(&other, &tok), Ok((Some("u7".into()), vec![])));
+        let expired = token(serde_json::json!({"exp": exp(-3600), "sub": "a"}), SECRET);
+        assert!(matches!(
+            push_identity(&c, &expired),
+            Err(Denied::Unauthorized(_))
+        ));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 mod forward;
 mod jwt;
 
-pub(crate) use forward::{HttpClient, forward, http_client};
-pub(crate) use jwt::{find_token, verify_jwt};
+pub(crate) use forward::{HttpClient, credentials, forward, http_client};
+pub(crate) use jwt::{find_token, push_identity, room_matches, verify_jwt};
 
 use http::{HeaderMap, StatusCode, header};
 

@@ -25,6 +25,8 @@ pub struct RawAuth {
     pub cookie: Option<String>,
     pub audience: Option<OneOrMany>,
     pub issuer: Option<OneOrMany>,
+    /// push routes only: the claim naming the user (default `sub`).
+    pub claim: Option<String>,
     // forward
     pub url: Option<String>,
     pub timeout: Option<ConfDuration>,
@@ -70,6 +72,8 @@ pub struct JwtAuth {
     pub audience: Vec<String>,
     /// Accepted `iss` values, like `audience`: not empty, the token's `iss` must be one of them.
     pub issuer: Vec<String>,
+    /// The claim naming the user, on a push route (default `sub`; rooms routes do not use it).
+    pub claim: String,
 }
 
 /// The key tokens are verified with: an HS256 shared secret, or a PEM public key
@@ -156,6 +160,7 @@ pub fn validate(a: &RawAuth) -> Result<RoomAuth, Bad> {
             ("cookie", a.cookie.is_some()),
             ("audience", a.audience.is_some()),
             ("issuer", a.issuer.is_some()),
+            ("claim", a.claim.is_some()),
             ("url", a.url.is_some()),
             ("timeout", a.timeout.is_some()),
         ];
@@ -181,6 +186,7 @@ pub fn validate(a: &RawAuth) -> Result<RoomAuth, Bad> {
                 "cookie",
                 "audience",
                 "issuer",
+                "claim",
             ])?;
             let key = jwt_key(a)?;
             let query = a.query.clone().unwrap_or_else(|| "token".into());
@@ -193,6 +199,11 @@ pub fn validate(a: &RawAuth) -> Result<RoomAuth, Bad> {
                 cookie: a.cookie.clone().filter(|c| !c.is_empty()),
                 audience: claim_values("auth.audience", a.audience.as_ref())?,
                 issuer: claim_values("auth.issuer", a.issuer.as_ref())?,
+                claim: match a.claim.as_deref() {
+                    None => "sub".into(),
+                    Some("") => return Err(("auth.claim".into(), "must not be empty".into())),
+                    Some(c) => c.into(),
+                },
             }))
         }
         "forward" => {

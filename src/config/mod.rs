@@ -159,6 +159,7 @@ impl Config {
         let mut w = Vec::new();
         for r in &self.routes {
             if let RouteAction::Push(p) = &r.action
+                && p.identity == push::Identity::Header
                 && self.limits.trusted_proxies.is_empty()
             {
                 w.push(format!(

@@ -220,6 +220,12 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
         }
     }
     if let Some(a) = &raw.auth {
+        if a.claim.is_some() {
+            bad.push((
+                "auth.claim".into(),
+                "names the user on a push route; a rooms route does not use it".into(),
+            ));
+        }
         match super::auth::validate(a) {
             Ok(a) => c.auth = a,
             Err(e) => bad.push(e),
@@ -234,7 +240,7 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
 
 /// `https://App.example.com:443/` → `https://app.example.com:443`; `*` is not accepted (leave the
 /// list out instead).
-fn normalise_origin(o: &str) -> Result<String, String> {
+pub(super) fn normalise_origin(o: &str) -> Result<String, String> {
     let uri: http::Uri = o
         .parse()
         .map_err(|_| format!("{o:?} is not an origin such as \"https://app.example.com\""))?;

@@ -31,13 +31,7 @@ pub struct RouteState {
 pub enum Service {
     Upstream(Box<RouteState>),
     Rooms(Arc<Registry>),
-    Push(Arc<PushService>),
-}
-
-/// A push route: its hub (kept across reloads: live sockets stay) and settings.
-pub struct PushService {
-    pub hub: Arc<crate::push::hub::Hub>,
-    pub config: Arc<crate::config::push::PushConfig>,
+    Push(Arc<crate::push::Service>),
 }
 
 /// A route's service and the token that closes its WebSockets (cancelled by shutdown, or after a
@@ -158,9 +152,10 @@ impl Service {
                         c.max_rooms,
                     ),
                 };
-                Service::Push(Arc::new(PushService {
+                Service::Push(Arc::new(crate::push::Service {
                     hub,
                     config: Arc::new((**c).clone()),
+                    client: crate::auth::http_client(),
                 }))
             }
         })
@@ -175,7 +170,7 @@ impl Service {
     }
 
     /// The push service, for a push route.
-    pub fn push(&self) -> Option<&Arc<PushService>> {
+    pub fn push(&self) -> Option<&Arc<crate::push::Service>> {
         match self {
             Service::Push(p) => Some(p),
             Service::Upstream(_) | Service::Rooms(_) => None,

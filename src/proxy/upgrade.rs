@@ -209,22 +209,22 @@ impl Hosted for PushSession {
     }
 }
 
-/// Accept a WebSocket for a push route: the generic checks, admission, then who it is — the
-/// user (or guest) header, believed only from `trusted_proxies` (from anyone else it is ignored,
-/// as if absent) — then the 101 and the session. Anything but an upgrade gets 426.
+/// Accept a WebSocket for a push route: the generic checks, then who it is and what it may join
+/// (origin, admission, the route's identity: `push::accept`), then the 101 and the session.
+/// Anything but an upgrade gets 426.
 pub(super) async fn push(
     ctx: &Ctx<'_>,
     mut req: Request<Incoming>,
     upgrade: bool,
-    push: &Arc<super::service::PushService>,
+    push: &Arc<crate::push::Service>,
     log: AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    use crate::push::accept::{self, Refused};
     if !upgrade {
         return Ok(upgrade_required());
     }
     let key = websocket_key(&req)?;
     let response = switching_protocols(&key)?;
-    let permit = ctx.admit(req.headers())?;
     let peer = ctx.conn.peer.ip().to_canonical();
     let trusted = ctx
         .state
@@ -232,27 +232,27 @@ pub(super) async fn push(
         .trusted_proxies
         .iter()
         .any(|c| c.contains(peer));
-    let c = &push.config;
-    let header = |name: &::http::HeaderName| {
-        let v = req.headers().get(name)?.to_str().ok()?.trim();
-        (!v.is_empty()).then(|| v.to_string())
+    let request = accept::Request {
+        uri: req.uri(),
+        headers: req.headers(),
+        client_ip: ctx
+            .state
+            .admission
+            .client_ip(ctx.conn.peer.ip(), req.headers()),
+        trusted,
     };
-    let user = if trusted {
-        header(&c.user_header).or_else(|| header(&c.guest_header))
-    } else {
-        None
-    };
-    if user.is_none() && c.require_user {
-        return Err(ProxyError::Access(crate::auth::Denied::Unauthorized(
-            "no user on a push route that requires one".into(),
-        )));
-    }
+    let (user, rights, permit) = accept::accept(push, request, || ctx.admit(req.headers()))
+        .await
+        .map_err(|r| match r {
+            Refused::Access(d) => ProxyError::Access(d),
+            Refused::Admission(e) => e,
+        })?;
     let tab = crate::push::protocol::new_tab_id();
     let membership = push.hub.join(tab, user);
     let session = crate::push::socket::Session {
         membership,
-        hub: push.hub.clone(),
-        config: push.config.clone(),
+        service: push.clone(),
+        rights,
         guard: ctx.route.guard.clone(),
         stats: ctx.proxy.guard_stats.clone(),
         shutdown: ctx.closing.clone(),

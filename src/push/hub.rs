@@ -205,6 +205,14 @@ impl Hub {
         true
     }
 
+    /// Is the socket in `room` already?
+    pub fn in_room(&self, id: u64, room: &str) -> bool {
+        self.lock()
+            .members
+            .get(&id)
+            .is_some_and(|m| m.rooms.contains(room))
+    }
+
     pub fn leave_room(&self, id: u64, room: &str) {
         let mut m = self.lock();
         if let Some(member) = m.members.get_mut(&id)

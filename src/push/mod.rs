@@ -1,12 +1,15 @@
 //! The push service (webstack-micro's websocket-push, hosted in the edge): `protocol` is the wire
-//! format (sans-IO), `hub` who is connected and their outboxes, `socket` one socket on the hosted
+//! format (sans-IO), `accept` who is connecting and what they may join, `hub` who is connected and their outboxes, `socket` one socket on the hosted
 //! loop, `redis` the PubSub link (with `[redis]`). Without Redis, publishing is the admin
 //! listener's `POST /push/…` (one node).
 
+pub mod accept;
 pub mod hub;
 pub mod protocol;
 pub mod redis;
 pub mod socket;
+
+pub use accept::Service;
 
 /// A message published on one of the push channels, delivered to this node's hubs: how many
 /// sockets it reached, or why it was refused (counted on every hub, and logged).

@@ -2,10 +2,11 @@
 //! client's join/leave commands applied in arrival order, and the socket's outbox written as it
 //! fills. Everything else a client sends is ignored without closing, as in the original.
 
-use super::hub::{Hub, Membership, Taken};
+use super::Service;
+use super::accept::Rights;
+use super::hub::{Membership, Taken};
 use super::protocol::{self, Command};
 use crate::config::Guard;
-use crate::config::push::PushConfig;
 use crate::ws::close;
 use crate::ws::conn::Io;
 use crate::ws::guard::GuardStats;
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// Everything one push socket needs; dropping it removes the socket from the hub.
 pub struct Session {
     pub membership: Membership,
-    pub hub: Arc<Hub>,
-    pub config: Arc<PushConfig>,
+    pub service: Arc<Service>,
+    /// Which rooms it may join.
+    pub rights: Rights,
     pub guard: Arc<Guard>,
     pub stats: Arc<GuardStats>,
     pub shutdown: CancellationToken,
@@ -62,13 +64,22 @@ impl Handler for PushSocket<'_> {
         let Message::Text(text) = m else {
             return Flow::Continue; // binary: ignored, as in the original
         };
-        match protocol::command(&text, s.config.max_room_name) {
+        let hub = &s.service.hub;
+        match protocol::command(&text, s.service.config.max_room_name) {
             Ok(Command::Join(room)) => {
-                s.hub.join_room(s.membership.id, &room);
+                let id = s.membership.id;
+                if !hub.in_room(id, &room) {
+                    if let Err(why) = s.rights.allow(&s.service, &room).await {
+                        hub.stats.joins_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%why, room, "push: join refused");
+                        return Flow::Continue;
+                    }
+                }
+                hub.join_room(id, &room);
             }
-            Ok(Command::Leave(room)) => s.hub.leave_room(s.membership.id, &room),
+            Ok(Command::Leave(room)) => hub.leave_room(s.membership.id, &room),
             Err(why) => {
-                s.hub.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                hub.stats.ignored.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(?why, "push: client frame ignored");
             }
         }

@@ -70,9 +70,10 @@ pub(crate) async fn accept<P, E>(
                 req.headers,
                 uri,
                 req.client_ip,
-                &name,
+                Some(&name),
             )
             .await
+            .map(|(access, _)| access)
         }
     };
     let access = access.map_err(refused)?;

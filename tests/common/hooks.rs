@@ -4,9 +4,33 @@ use super::empty;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-/// A tiny HTTP endpoint: answers with `answer(headers)` and reports each request.
+/// A tiny HTTP endpoint: answers with `answer(headers)` (status, `X-Wsedge-Access`) and reports
+/// each request.
 pub async fn http_endpoint(
     answer: fn(&http::HeaderMap) -> (u16, Option<&'static str>),
+) -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<(http::HeaderMap, String)>,
+) {
+    http_endpoint_with(move |h| {
+        let (status, access) = answer(h);
+        (
+            status,
+            access
+                .map(|a| ("x-wsedge-access", a.to_string()))
+                .into_iter()
+                .collect(),
+        )
+    })
+    .await
+}
+
+/// Answer header, as (name, value).
+pub type AnswerHeader = (&'static str, String);
+
+/// [`http_endpoint`] whose answer carries any headers: `answer(headers)` is (status, headers).
+pub async fn http_endpoint_with(
+    answer: impl Fn(&http::HeaderMap) -> (u16, Vec<AnswerHeader>) + Send + Sync + Copy + 'static,
 ) -> (
     std::net::SocketAddr,
     mpsc::UnboundedReceiver<(http::HeaderMap, String)>,
@@ -31,12 +55,12 @@ pub async fn http_endpoint(
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let (status, access) = answer(&parts.headers);
+                            let (status, headers) = answer(&parts.headers);
                             let _ = tx
                                 .send((parts.headers, String::from_utf8_lossy(&body).into_owned()));
                             let mut resp = http::Response::builder().status(status);
-                            if let Some(a) = access {
-                                resp = resp.header("x-wsedge-access", a);
+                            for (k, v) in headers {
+                                resp = resp.header(k, v);
                             }
                             Ok::<_, std::convert::Infallible>(resp.body(empty()).unwrap())
                         }

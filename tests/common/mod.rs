@@ -5,6 +5,7 @@
 pub mod faulty;
 pub mod hooks;
 pub mod process;
+pub mod push;
 pub mod raw;
 pub mod upstream;
 pub mod yclient;
