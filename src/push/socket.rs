@@ -68,12 +68,12 @@ impl Handler for PushSocket<'_> {
         match protocol::command(&text, s.service.config.max_room_name) {
             Ok(Command::Join(room)) => {
                 let id = s.membership.id;
-                if !hub.in_room(id, &room) {
-                    if let Err(why) = s.rights.allow(&s.service, &room).await {
-                        hub.stats.joins_refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%why, room, "push: join refused");
-                        return Flow::Continue;
-                    }
+                if !hub.in_room(id, &room)
+                    && let Err(why) = s.rights.allow(&s.service, &room).await
+                {
+                    hub.stats.joins_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%why, room, "push: join refused");
+                    return Flow::Continue;
                 }
                 hub.join_room(id, &room);
             }
