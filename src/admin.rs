@@ -3,7 +3,8 @@
 //! process answers) and `/readyz` (listeners up, certificates loaded, not shutting down). Room
 //! stores need no check: the server does not start, and a reload is refused, without them.
 //! `POST /push/BackgroundPush` and `POST /push/AuthEvent` publish to every push route (without
-//! Redis: one node); only while the listener is on loopback (bearer tokens are not built yet).
+//! Redis: one node). They require `server.admin_token` as a bearer token when it is set, and
+//! are refused on a listener beyond loopback when it is not.
 
 use crate::proxy::Proxy;
 use crate::tls::CertStore;
@@ -215,12 +216,38 @@ const MAX_PUBLISH: usize = 1 << 20;
 async fn publish(req: Request<Incoming>, proxy: &Proxy, loopback: bool) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
     const PLAIN: &str = "text/plain; charset=utf-8";
-    if !loopback {
-        return text(
-            StatusCode::FORBIDDEN,
-            PLAIN,
-            "the publish endpoint is served only on a loopback admin listener\n".into(),
-        );
+    match &proxy.state().admin_token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().as_bytes());
+            if !given.is_some_and(|t| token.matches(t)) {
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    PLAIN,
+                    "the publish endpoint needs Authorization: Bearer <server.admin_token>\n"
+                        .into(),
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+        }
+        None if !loopback => {
+            return text(
+                StatusCode::FORBIDDEN,
+                PLAIN,
+                "the publish endpoint is served beyond loopback only with server.admin_token set\n"
+                    .into(),
+            );
+        }
+        None => {}
     }
     let channel = req.uri().path().trim_start_matches("/push/").to_string();
     let body = match http_body_util::Limited::new(req.into_body(), MAX_PUBLISH)

@@ -340,3 +340,51 @@ async fn push_routes_get_the_hosted_per_ip_defaults() {
     assert_eq!(refused(r.map(|_| ())), 429, "the 65th open socket");
     drop(held);
 }
+
+#[tokio::test]
+async fn the_publish_endpoint_needs_the_admin_token_when_set() {
+    const ROUTE: &str =
+        "[[route]]\npath = \"/server_notifications\"\nplain_http = true\npush = {}\n";
+    let token = "0123456789abcdef".repeat(3);
+    let e = Edge::start(&format!("admin_token = \"{token}\""), ROUTE).await;
+    let (mut ws, _) = connect(&e, &[]).await;
+    join(&mut ws, "r").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let push = r#"{"payload":"p","pushToRoom":"r"}"#;
+    let good = format!("Bearer {token}");
+    assert_eq!(
+        post(&e, None, push).await.0,
+        401,
+        "no token, even on loopback"
+    );
+    assert_eq!(post(&e, Some("Bearer wrong"), push).await.0, 401);
+    assert_eq!(post(&e, Some(&good), push).await, (202, "1\n".to_string()));
+    assert_eq!(next_text(&mut ws).await.as_deref(), Some("\"p\""));
+    assert_eq!(
+        admin(&e, "GET", "/healthz", "").await.0,
+        200,
+        "health needs none"
+    );
+
+    // An admin listener beyond loopback: refused without a token, served with one.
+    let open = Edge::start("admin = \"0.0.0.0:0\"", ROUTE).await;
+    let (status, body) = publish(&open, "BackgroundPush", push).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("server.admin_token"), "{body}");
+    let tokened = Edge::start(
+        &format!("admin = \"0.0.0.0:0\"\nadmin_token = \"{token}\""),
+        ROUTE,
+    )
+    .await;
+    let ok = post(&tokened, Some(&good), push).await;
+    assert_eq!(ok, (202, "0\n".to_string()));
+}
+
+/// POST a push to the admin endpoint with this `Authorization`, if any.
+async fn post(e: &Edge, authorization: Option<&str>, body: &str) -> (u16, String) {
+    let h: Vec<(&str, &str)> = authorization
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    admin_with(e, "POST", "/push/BackgroundPush", &h, body).await
+}

@@ -66,8 +66,34 @@ pub struct ServerConfig {
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`; default `127.0.0.1:9090`; `"off"`
     /// disables it). Never on the public listeners.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin listener's publish endpoint requires (`Authorization: Bearer …`);
+    /// without one, that endpoint is served on a loopback admin listener only.
+    pub admin_token: Option<Secret>,
     /// Log line format: `text` (default) or `json`.
     pub log_format: LogFormat,
+}
+
+/// A credential from the config: compared in constant time, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Does `given` equal the secret? Constant time in the secret's content.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        want.len() == given.len()
+            && want
+                .iter()
+                .zip(given)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,5 +415,25 @@ max_body = 0
             "/base"
         );
         assert!(parse_upstream("https://x").is_err());
+    }
+
+    #[test]
+    fn admin_token_is_checked_and_never_printed() {
+        let e = parse("[server]\nadmin_token = \"short\"\n").unwrap_err();
+        assert_eq!(e.problems()[0].field, "server.admin_token");
+        assert!(
+            !e.to_string().contains("short\""),
+            "the value is not echoed: {e}"
+        );
+        let spaced = format!("[server]\nadmin_token = \"{}\"\n", "a b ".repeat(10));
+        assert_eq!(
+            parse(&spaced).unwrap_err().problems()[0].field,
+            "server.admin_token"
+        );
+        let token = "k".repeat(40);
+        let c = parse(&format!("[server]\nadmin_token = \"{token}\"\n")).unwrap();
+        let t = c.server.admin_token.as_ref().unwrap();
+        assert!(t.matches(token.as_bytes()) && !t.matches(b"k") && !t.matches(&[b'k'; 41]));
+        assert!(!format!("{c:?}").contains(&token), "Debug hides it");
     }
 }

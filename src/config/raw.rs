@@ -32,6 +32,7 @@ pub struct RawServer {
     pub cert_rescan: Option<ConfDuration>,
     pub cert_watch: Option<bool>,
     pub admin: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
 }
 

@@ -116,6 +116,18 @@ impl Validator<'_> {
                 format!("{a} is a public listener's address; the admin endpoint needs its own"),
             );
         }
+        let admin_token = s.admin_token.as_ref().and_then(|t| {
+            let v = t.get_ref();
+            let why = if v.len() < 32 {
+                "must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+            } else if !v.bytes().all(|b| b.is_ascii_graphic()) {
+                "must be printable ASCII without spaces (it is sent as `Authorization: Bearer …`)"
+            } else {
+                return Some(super::Secret(v.clone()));
+            };
+            self.problem("server.admin_token", Some(t), why.to_string());
+            None
+        });
         let log_format = match s.log_format.as_ref().map(|f| f.get_ref().as_str()) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -146,6 +158,7 @@ impl Validator<'_> {
                 .unwrap_or(Duration::from_secs(300)),
             cert_watch: s.cert_watch.unwrap_or(true),
             admin,
+            admin_token,
             log_format,
         };
 

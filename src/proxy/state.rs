@@ -23,6 +23,8 @@ pub struct State {
     pub admission: crate::limits::Admission,
     /// How long a route removed by a reload keeps its WebSockets.
     pub(super) grace: Duration,
+    /// `server.admin_token`: what the admin listener's publish endpoint requires.
+    pub admin_token: Option<crate::config::Secret>,
 }
 
 impl State {
@@ -58,6 +60,7 @@ impl State {
             routes: RouteTable::new(routes),
             access_log: config.server.access_log,
             acme_webroot: config.server.acme_webroot.clone(),
+            admin_token: config.server.admin_token.clone(),
             limits: config.limits.clone(),
             admission: match previous {
                 // Open-connection counts carry over; limiters start fresh.

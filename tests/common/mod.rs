@@ -83,8 +83,14 @@ impl Edge {
         open_store: wsedge::proxy::OpenStore,
     ) -> Edge {
         init_tracing();
+        // The admin listener on loopback, unless the test places it.
+        let admin = if server_extra.contains("admin =") {
+            ""
+        } else {
+            "admin = \"127.0.0.1:0\"\n"
+        };
         let text = format!(
-            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ncertdir = \"{}\"\n{server_extra}\n{routes}",
+            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n{admin}certdir = \"{}\"\n{server_extra}\n{routes}",
             certdir.path().display()
         );
         let config = Config::parse(&text, "test.toml", &HashMap::<&str, &str>::new())
