@@ -72,8 +72,9 @@ CONF
   NGINX_ALL="$NGINX_PID $(pgrep -P $NGINX_PID | tr '\n' ' ')"
 }
 
-# wsedge_server_toml HTTP_PORT HTTPS_PORT: the [server], [limits] and [guard] sections every
-# benchmark's wsedge config starts with (quiet logs, no access log, admission caps out of the way).
+# wsedge_server_toml HTTP_PORT HTTPS_PORT [LIMITS_LINE]: the [server], [limits] and [guard]
+# sections every benchmark's wsedge config starts with (quiet logs, no access log, admission caps
+# out of the way); LIMITS_LINE is added to [limits].
 wsedge_server_toml() {
   cat <<TOML
 [server]
@@ -88,6 +89,7 @@ concurrent_per_ip = 100000
 concurrent_total = 100000
 new_per_ip_per_sec = 100000
 connections_per_ip = 0
+${3:-}
 # Rooms routes have per-IP caps by default (64 open, 20/s); 0 switches them off.
 [guard]
 concurrent_per_ip = 0

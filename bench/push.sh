@@ -28,7 +28,7 @@ start() { # wsedge|node: SRV_PID, SRV_URL
   local port https; port=$(free_port)
   if [ "$1" = wsedge ]; then
     https=$(free_port)
-    { wsedge_server_toml "$port" "$https"; cat <<TOML
+    { wsedge_server_toml "$port" "$https" 'trusted_proxies = ["127.0.0.0/8"]'; cat <<TOML
 [redis]
 url = "redis://127.0.0.1:$REDIS"
 [[route]]

@@ -258,6 +258,12 @@ fn check_refuses_ambient_identity_with_open_origins() {
         let e = parse(open).unwrap_err().to_string();
         assert!(e.contains("route[0].push.allowed_origins"), "{e}");
         assert!(e.contains("cross-site WebSocket hijacking"), "{e}");
+        let empty = format!("{open}, allowed_origins = []");
+        let e = parse(&empty).unwrap_err().to_string();
+        assert!(
+            e.contains("route[0].push.allowed_origins"),
+            "an empty list is open too: {e}"
+        );
         let listed = format!("{open}, allowed_origins = [\"https://app.example.com\"]");
         assert!(parse(&listed).is_ok(), "{listed}");
     }

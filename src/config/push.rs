@@ -121,7 +121,7 @@ pub fn validate(v: &toml::Value) -> Result<PushConfig, Vec<(String, String)>> {
         _ => None,
     };
     if let Some(what) = ambient
-        && raw.allowed_origins.is_none()
+        && allowed_origins.is_empty()
     {
         bad.push((
             "allowed_origins".into(),

@@ -11,11 +11,14 @@
 //! (see `rooms.rs`).
 //! `wsbench burst --url ws://ADDR/room --subs 500 --n 2000` sends a room `n` updates back to
 //! back and measures how long until every subscriber has them (see `burst.rs`).
+//! `wsbench push --url ws://ADDR/server_notifications/connect --redis redis://…` holds push
+//! sockets in rooms and publishes pushes on Redis (see `push.rs`).
 //! `wsbench flood` / `wsbench probe`: maximum-size room updates back to back, and HTTP latency
 //! next to them (see `hostile.rs`).
 
 mod burst;
 mod hostile;
+mod push;
 mod rooms;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +70,8 @@ enum Cmd {
     Burst(burst::Opts),
     /// Writers sending maximum-size room updates back to back; prints one line.
     Flood(hostile::FloodOpts),
+    /// Push sockets in rooms, pushes published on Redis to rooms or users; prints one line.
+    Push(push::Opts),
     /// Sequential HTTP GETs at a fixed rate; prints latency percentiles.
     Probe(hostile::ProbeOpts),
     Load {
@@ -112,6 +117,7 @@ fn main() {
         Cmd::Burst(opts) => rt.block_on(burst::run(opts)),
         Cmd::Flood(opts) => rt.block_on(hostile::flood(opts)),
         Cmd::Probe(opts) => rt.block_on(hostile::probe(opts)),
+        Cmd::Push(opts) => rt.block_on(push::run(opts)),
         Cmd::Load {
             url,
             conns,
