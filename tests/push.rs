@@ -388,3 +388,23 @@ async fn post(e: &Edge, authorization: Option<&str>, body: &str) -> (u16, String
         .collect();
     admin_with(e, "POST", "/push/BackgroundPush", &h, body).await
 }
+
+#[tokio::test]
+async fn shutdown_closes_push_sockets_1001() {
+    let mut edge = push_edge(true, "").await;
+    let (mut ws, _) = connect(&edge, &[("x-auth-user", "a")]).await;
+    let closed = tokio::spawn(async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    });
+    assert!(
+        edge.shutdown().await,
+        "sessions ended within the grace period"
+    );
+    assert_eq!(closed.await.unwrap(), Some(1001));
+}

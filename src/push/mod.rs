@@ -31,7 +31,27 @@ pub fn deliver(
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        tracing::debug!(?channel, %why, "push: message refused");
+        warn_refused(channel, why);
     }
     reached
+}
+
+/// A refused message is logged as a warning at most once per 10 s (a misbehaving publisher
+/// must not flood the log); the ones in between are counted (the metric has them all) and the
+/// next warning says how many.
+fn warn_refused(channel: redis::Channel, why: &protocol::Refused) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SKIPPED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Relaxed);
+    if now >= last + 10 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        let skipped = SKIPPED.swap(0, Relaxed);
+        tracing::warn!(?channel, %why, skipped, "push: message refused (invalid)");
+    } else {
+        SKIPPED.fetch_add(1, Relaxed);
+        tracing::debug!(?channel, %why, "push: message refused (invalid)");
+    }
 }
