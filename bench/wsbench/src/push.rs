@@ -14,7 +14,7 @@
 //! pushes published in the window, deliveries expected and got (allowing `drain` seconds) and
 //! their publish→receipt latency (a quantile among missing deliveries prints -1).
 
-use crate::rooms::{cores, cpu_ticks, machine_ticks, proc_field_kb, quantile};
+use crate::rooms::{Ticks, Window, proc_field_kb, quantile};
 use crate::{connect_from, resolve};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -50,18 +50,11 @@ pub struct Opts {
     /// With `--rate 0`: concurrent publishers (on one pipelined Redis connection).
     #[arg(long, default_value_t = 8)]
     pub publishers: usize,
-    #[arg(long, default_value_t = 10)]
-    pub secs: u64,
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
-    #[arg(long, default_value_t = 5)]
-    pub drain: u64,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 200)]
     pub parallel: usize,
-    /// The server's pid, for its CPU time and RSS (read from /proc).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    #[command(flatten)]
+    pub measure: Window,
 }
 
 /// Most pushes one run publishes (the send-time table is allocated up front).
@@ -272,8 +265,8 @@ pub async fn run(o: Opts) {
     } as u64;
     let shared = Arc::new(Shared {
         base: OnceLock::new(),
-        warmup: Duration::from_secs(o.warmup),
-        secs: Duration::from_secs(o.secs),
+        warmup: Duration::from_secs(o.measure.warmup),
+        secs: Duration::from_secs(o.measure.secs),
         sent_at: (0..MAX_PUSHES).map(|_| AtomicU64::new(0)).collect(),
         received: AtomicU64::new(0),
         lost: AtomicUsize::new(0),
@@ -309,7 +302,7 @@ pub async fn run(o: Opts) {
         .get_multiplexed_async_connection()
         .await
         .expect("connect to redis");
-    let server = o.server_pid.map(|p| p.to_string());
+    let w = &o.measure;
     let base = Instant::now();
     shared.base.set(base).unwrap();
     let end = shared.warmup + shared.secs;
@@ -363,18 +356,10 @@ pub async fn run(o: Opts) {
     }
 
     tokio::time::sleep_until(base + shared.warmup).await;
-    let (srv0, cli0, m0) = (
-        server.as_deref().map_or(0, cpu_ticks),
-        cpu_ticks("self"),
-        machine_ticks(),
-    );
+    let ticks = Ticks::now(w.server_pid);
     tokio::time::sleep_until(base + end).await;
-    let (srv1, cli1, m1) = (
-        server.as_deref().map_or(0, cpu_ticks),
-        cpu_ticks("self"),
-        machine_ticks(),
-    );
-    let rss = o.server_pid.map_or(0, |p| proc_field_kb(p, "VmRSS:"));
+    let cpu = Ticks::now(w.server_pid).pct_since(&ticks, w.secs as f64);
+    let rss = w.server_pid.map_or(0, |p| proc_field_kb(p, "VmRSS:"));
     for p in pubs {
         p.await.unwrap();
     }
@@ -391,7 +376,7 @@ pub async fn run(o: Opts) {
         .filter(|&k| shared.sent_at[k].load(Ordering::Relaxed) != 0)
         .count() as u64;
     let expected_all = sent_total * fanout;
-    let drain_deadline = Instant::now() + Duration::from_secs(o.drain);
+    let drain_deadline = Instant::now() + Duration::from_secs(w.drain);
     while shared.received.load(Ordering::Relaxed) < expected_all && Instant::now() < drain_deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -408,8 +393,8 @@ pub async fn run(o: Opts) {
         delivered_in_window += r.in_window;
         got += r.got;
     }
-    let hwm = o.server_pid.map_or(0, |p| proc_field_kb(p, "VmHWM:"));
-    let secs = o.secs as f64;
+    let hwm = w.server_pid.map_or(0, |p| proc_field_kb(p, "VmHWM:"));
+    let secs = w.secs as f64;
     let expected = in_window * fanout;
     println!(
         "conns={} connected={} target={} fanout={} offered_per_sec={:.0} delivered_per_sec={:.0} \
@@ -429,9 +414,9 @@ pub async fn run(o: Opts) {
         drained.as_millis(),
         rss,
         hwm,
-        (srv1 - srv0) as f64 / secs,
-        (cli1 - cli0) as f64 / secs,
-        (m1.0 - m0.0) as f64 * 100.0 / (m1.1 - m0.1).max(1) as f64 * cores() as f64,
+        cpu.0,
+        cpu.1,
+        cpu.2,
         shared.lost.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed) as usize,
     );

@@ -43,17 +43,57 @@ pub struct Opts {
     /// Updates per second the writer offers.
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
+    #[command(flatten)]
+    pub measure: Window,
+}
+
+/// The measured window of a load mode (`rooms`, `push`), and the server to watch.
+#[derive(clap::Args)]
+pub struct Window {
+    /// Seconds measured.
     #[arg(long, default_value_t = 10)]
     pub secs: u64,
-    /// Seconds of updates sent before the measured window.
+    /// Seconds of load sent before the measured window.
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
-    /// After the writer stops, wait at most this long for deliveries still under way.
+    /// After the load stops, wait at most this long for deliveries still under way.
     #[arg(long, default_value_t = 5)]
     pub drain: u64,
     /// The server's pid, for its CPU time and RSS (read from /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+}
+
+/// CPU clock ticks at one moment: the server's, this process's, and the machine's (busy, total).
+#[derive(Clone, Copy)]
+pub(crate) struct Ticks {
+    server: u64,
+    client: u64,
+    machine: (u64, u64),
+}
+
+impl Ticks {
+    pub(crate) fn now(server_pid: Option<u32>) -> Ticks {
+        Ticks {
+            server: server_pid.map_or(0, |p| cpu_ticks(&p.to_string())),
+            client: cpu_ticks("self"),
+            machine: machine_ticks(),
+        }
+    }
+
+    /// CPU % of one core since `before` over `secs`: (server, client, whole machine).
+    pub(crate) fn pct_since(&self, before: &Ticks, secs: f64) -> (f64, f64, f64) {
+        let (busy, total) = (
+            self.machine.0 - before.machine.0,
+            (self.machine.1 - before.machine.1).max(1),
+        );
+        (
+            (self.server - before.server) as f64 / secs,
+            (self.client - before.client) as f64 / secs,
+            // All cores together, in % of one core like the two others.
+            busy as f64 * 100.0 / total as f64 * cores() as f64,
+        )
+    }
 }
 
 /// What subscribers and the writer share.
@@ -258,12 +298,13 @@ pub(crate) fn quantile(delivered: &Histogram<u64>, q: f64, expected: u64) -> i64
 
 pub async fn run(o: Opts) {
     let addr = resolve(&o.url).await;
-    let n = o.rate as usize * (o.warmup + o.secs) as usize;
+    let w = &o.measure;
+    let n = o.rate as usize * (w.warmup + w.secs) as usize;
     let frames = frames(n);
     let shared = Arc::new(Shared {
         base: OnceLock::new(),
-        warmup: Duration::from_secs(o.warmup),
-        secs: Duration::from_secs(o.secs),
+        warmup: Duration::from_secs(w.warmup),
+        secs: Duration::from_secs(w.secs),
         sent_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
         done: AtomicUsize::new(0),
     });
@@ -307,7 +348,6 @@ pub async fn run(o: Opts) {
     let _ = stream.next().await; // the server's SyncStep1
     let echo_reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
 
-    let server = o.server_pid.map(|p| p.to_string());
     let base = Instant::now();
     shared.base.set(base).unwrap();
     let start = base + shared.warmup;
@@ -336,23 +376,15 @@ pub async fn run(o: Opts) {
     };
 
     tokio::time::sleep_until(start).await;
-    let (srv0, cli0, m0) = (
-        server.as_deref().map_or(0, cpu_ticks),
-        cpu_ticks("self"),
-        machine_ticks(),
-    );
+    let ticks = Ticks::now(w.server_pid);
     tokio::time::sleep_until(end).await;
-    let (srv1, cli1, m1) = (
-        server.as_deref().map_or(0, cpu_ticks),
-        cpu_ticks("self"),
-        machine_ticks(),
-    );
-    let rss = o.server_pid.map_or(0, |p| proc_field_kb(p, "VmRSS:"));
+    let cpu = Ticks::now(w.server_pid).pct_since(&ticks, w.secs as f64);
+    let rss = w.server_pid.map_or(0, |p| proc_field_kb(p, "VmRSS:"));
     let (sent, sent_in_window, writer_error) = writer.await.unwrap();
     let _ = total_tx.send(sent);
 
     // Wait for the deliveries still under way, at most `drain` seconds.
-    let drain_deadline = Instant::now() + Duration::from_secs(o.drain);
+    let drain_deadline = Instant::now() + Duration::from_secs(w.drain);
     while shared.done.load(Ordering::Relaxed) < o.subs && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -368,8 +400,8 @@ pub async fn run(o: Opts) {
         errors += r.error as usize;
     }
     echo_reader.abort();
-    let hwm = o.server_pid.map_or(0, |p| proc_field_kb(p, "VmHWM:"));
-    let secs = o.secs as f64;
+    let hwm = w.server_pid.map_or(0, |p| proc_field_kb(p, "VmHWM:"));
+    let secs = w.secs as f64;
     let ok_subs = (o.subs - connect_errors) as u64;
     println!(
         "subs={} connected={} offered_per_sec={:.0} sent={} delivered_per_sec={:.0} expected={} got={} \
@@ -388,10 +420,9 @@ pub async fn run(o: Opts) {
         drained.as_millis(),
         rss,
         hwm,
-        (srv1 - srv0) as f64 / secs,
-        (cli1 - cli0) as f64 / secs,
-        // All cores together, in % of one core like the two above.
-        (m1.0 - m0.0) as f64 * 100.0 / (m1.1 - m0.1).max(1) as f64 * cores() as f64,
+        cpu.0,
+        cpu.1,
+        cpu.2,
         errors + writer_error as usize,
     );
 }
