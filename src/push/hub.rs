@@ -75,6 +75,14 @@ impl Outbox {
     }
 }
 
+/// What a join would do (see [`Hub::joinable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joinable {
+    Yes,
+    Already,
+    Full,
+}
+
 /// One socket as the hub knows it.
 struct Member {
     tab: String,
@@ -205,12 +213,15 @@ impl Hub {
         true
     }
 
-    /// Is the socket in `room` already?
-    pub fn in_room(&self, id: u64, room: &str) -> bool {
-        self.lock()
-            .members
-            .get(&id)
-            .is_some_and(|m| m.rooms.contains(room))
+    /// Would a join of `room` change anything: not when the socket is in it already, nor when
+    /// it is in `max_rooms` rooms (the join is then refused; checked first, so that refused
+    /// joins cost no join check).
+    pub fn joinable(&self, id: u64, room: &str) -> Joinable {
+        match self.lock().members.get(&id) {
+            Some(m) if m.rooms.contains(room) => Joinable::Already,
+            Some(m) if m.rooms.len() < self.max_rooms => Joinable::Yes,
+            _ => Joinable::Full,
+        }
     }
 
     pub fn leave_room(&self, id: u64, room: &str) {
@@ -343,6 +354,8 @@ mod tests {
         let hub = Hub::new(10, 2);
         let s = hub.join("t".into(), Some("u".into()));
         assert!(hub.join_room(s.id, "a") && hub.join_room(s.id, "b"));
+        assert_eq!(hub.joinable(s.id, "a"), Joinable::Already);
+        assert_eq!(hub.joinable(s.id, "c"), Joinable::Full);
         assert!(!hub.join_room(s.id, "c"));
         assert_eq!(hub.stats.joins_refused.load(Ordering::Relaxed), 1);
         let p = push(br#"{"payload":"12345678","pushToUser":"u"}"#).unwrap();

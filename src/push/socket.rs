@@ -4,7 +4,7 @@
 
 use super::Service;
 use super::accept::Rights;
-use super::hub::{Membership, Taken};
+use super::hub::{Joinable, Membership, Taken};
 use super::protocol::{self, Command};
 use crate::config::Guard;
 use crate::ws::close;
@@ -68,14 +68,18 @@ impl Handler for PushSocket<'_> {
         match protocol::command(&text, s.service.config.max_room_name) {
             Ok(Command::Join(room)) => {
                 let id = s.membership.id;
-                if !hub.in_room(id, &room)
-                    && let Err(why) = s.rights.allow(&s.service, &room).await
-                {
-                    hub.stats.joins_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%why, room, "push: join refused");
-                    return Flow::Continue;
+                match hub.joinable(id, &room) {
+                    Joinable::Already => {}
+                    // Counted by `join_room`.
+                    Joinable::Full => _ = hub.join_room(id, &room),
+                    Joinable::Yes => match s.rights.allow(&s.service, &room).await {
+                        Ok(()) => _ = hub.join_room(id, &room),
+                        Err(why) => {
+                            hub.stats.joins_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%why, room, "push: join refused");
+                        }
+                    },
                 }
-                hub.join_room(id, &room);
             }
             Ok(Command::Leave(room)) => hub.leave_room(s.membership.id, &room),
             Err(why) => {
