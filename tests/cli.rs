@@ -373,16 +373,28 @@ fn check_warns_when_push_identity_cannot_be_believed() {
         err.contains("warning: route[0].push: x-auth-user / x-auth-guest are believed only from [limits] trusted_proxies, which is empty"),
         "{err}"
     );
-    std::fs::write(
-        &path,
-        format!("[limits]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{route}"),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    // Believed now; with open origins, a cookie-derived identity could be hijacked: warned.
+    let check = |config: &str| {
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let trusted = "[limits]\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
+    let err = check(&format!("{trusted}{route}"));
+    assert!(
+        err.contains("warning: route[0].push: allowed_origins is empty")
+            && !err.contains("believed only"),
+        "{err}"
+    );
+    let listed = route.replace(
+        "push = { ",
+        "push = { allowed_origins = [\"https://app.example.com\"], ",
+    );
+    let err = check(&format!("{trusted}{listed}"));
+    assert!(!err.contains("warning"), "{err}");
 }

@@ -198,6 +198,10 @@ async fn forward_auth_names_the_user_and_checks_each_join() {
         }
     }
     assert_eq!(joins, ["bob%2Finbox", "alice%2Finbox"]);
+    // A refused room is not asked again.
+    join(&mut bob, "alice/inbox").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(asked.try_recv().is_err(), "asked again for a refused room");
     assert_eq!(
         route_metric(
             &e,
@@ -206,8 +210,13 @@ async fn forward_auth_names_the_user_and_checks_each_join() {
             ("outcome", "join_refused")
         )
         .await,
-        Some(1.0)
+        Some(2.0),
+        "both joins of alice/inbox refused and counted"
     );
+
+    // Credentials a socket would keep for its join checks are bounded.
+    let big = format!("session=bob; pad={}", "x".repeat(9000));
+    assert_eq!(refused(&e, AT, &[("cookie", &big), app]).await, 403);
 
     // The origins check comes first; the endpoint's 401 is passed on.
     let evil = ("origin", "https://evil.example");
@@ -290,4 +299,41 @@ fn check_refuses_ambient_identity_with_open_origins() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("route[0].push.auth.mode"), "{e}");
+}
+
+#[tokio::test]
+async fn per_join_checks_are_bounded_per_socket() {
+    let (auth, mut asked) = http_endpoint_with(auth_answer).await;
+    let e = edge(
+        "/fwd-cap",
+        &format!(
+            "auth = {{ mode = \"forward\", url = \"http://{auth}/check\" }}, joins = \"forward\", \
+             allowed_origins = [\"https://app.example.com\"], max_rooms = 1"
+        ),
+    )
+    .await;
+    let (mut ws, _) = connect_at(&e, "/fwd-cap/connect", &[("cookie", "session=bob")]).await;
+    asked.recv().await.unwrap(); // the handshake's
+    for i in 0..6 {
+        join(&mut ws, &format!("alice/{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut n = 0;
+    while asked.try_recv().is_ok() {
+        n += 1;
+    }
+    assert_eq!(
+        n, 2,
+        "2 x max_rooms checks per socket, then refused without asking"
+    );
+    assert_eq!(
+        route_metric(
+            &e,
+            "/fwd-cap",
+            "wsedge_push_messages_total",
+            ("outcome", "join_refused")
+        )
+        .await,
+        Some(6.0)
+    );
 }

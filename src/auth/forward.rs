@@ -32,11 +32,11 @@ const FORWARDED: [header::HeaderName; 4] = [
     header::USER_AGENT,
 ];
 
-/// The credential headers of a request (and its `Host`), kept for asking the endpoint again
-/// later (a push route's per-join check).
+/// The credential headers of a request (`Cookie`, `Authorization`, `Origin`), kept for asking
+/// the endpoint again later (a push route's per-join check).
 pub fn credentials(headers: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
-    for name in FORWARDED.iter().chain([&header::HOST]) {
+    for name in [header::COOKIE, header::AUTHORIZATION, header::ORIGIN].iter() {
         for v in headers.get_all(name) {
             h.append(name.clone(), v.clone());
         }

@@ -90,7 +90,7 @@ fn decode<C: serde::de::DeserializeOwned>(cfg: &JwtAuth, token: &str) -> Result<
 }
 
 /// Who a push socket's token names: the user (the route's `claim`, default `sub`: a string, or
-/// a number's digits; absent or empty: no user) and the room patterns of its `rooms` claim (for
+/// an integer's digits; absent or blank: no user) and the room patterns of its `rooms` claim (for
 /// `joins = "token"`). Verified as any token (signature, `exp`, `nbf`, `aud`, `iss`); a `claim`
 /// or `rooms` of another type is refused, not ignored.
 pub fn push_identity(cfg: &JwtAuth, token: &str) -> Result<(Option<String>, Vec<String>), Denied> {
@@ -98,8 +98,9 @@ pub fn push_identity(cfg: &JwtAuth, token: &str) -> Result<(Option<String>, Vec<
     let mut claims: serde_json::Map<String, Value> = decode(cfg, token)?;
     let user = match claims.remove(&cfg.claim) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => (!s.is_empty()).then_some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        // An integer's digits (`42` and `"42"` are one user); a fraction is refused below.
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         Some(_) => {
             return Err(Denied::Unauthorized(format!(
                 "token claim {:?} is not a string",
@@ -344,6 +345,11 @@ mod tests {
             "no user: anonymous"
         );
         assert_eq!(t(serde_json::json!({"sub": ""})), Ok((None, vec![])));
+        assert_eq!(t(serde_json::json!({"sub": "  "})), Ok((None, vec![])));
+        assert!(matches!(
+            t(serde_json::json!({"sub": 42.5})),
+            Err(Denied::Unauthorized(_))
+        ));
         assert!(matches!(
             t(serde_json::json!({"sub": {"id": 1}})),
             Err(Denied::Unauthorized(_))

@@ -212,9 +212,16 @@ pub fn validate(a: &RawAuth) -> Result<RoomAuth, Bad> {
                 "auth.url".to_string(),
                 "mode = \"forward\" needs the URL of the auth endpoint".to_string(),
             ))?;
+            let timeout = a.timeout.map_or(Duration::from_secs(5), |d| d.0);
+            if !(Duration::from_millis(100)..=Duration::from_secs(30)).contains(&timeout) {
+                return Err((
+                    "auth.timeout".into(),
+                    "must be between 100ms and 30s (a connection waits for it)".into(),
+                ));
+            }
             Ok(RoomAuth::Forward(ForwardAuth {
                 url: http_url("auth.url", url)?,
-                timeout: a.timeout.map_or(Duration::from_secs(5), |d| d.0),
+                timeout,
             }))
         }
         other => Err((

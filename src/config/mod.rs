@@ -196,6 +196,16 @@ impl Config {
                     if p.require_user { "; with require_user every one is refused 401" } else { "" }
                 ));
             }
+            if let RouteAction::Push(p) = &r.action
+                && p.identity == push::Identity::Header
+                && !self.limits.trusted_proxies.is_empty()
+                && p.allowed_origins.is_empty()
+            {
+                w.push(format!(
+                    "route[{}].push: allowed_origins is empty: if the trusted proxy names the user from a cookie, any web page the user visits can open a push socket as them and read their pushes (list the app's origins)",
+                    r.index
+                ));
+            }
         }
         w
     }

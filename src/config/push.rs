@@ -101,10 +101,12 @@ pub fn validate(v: &toml::Value) -> Result<PushConfig, Vec<(String, String)>> {
     if !(1024..=1 << 30).contains(&max_queue) {
         bad.push(("max_queue".into(), "must be between 1KiB and 1GiB".into()));
     }
+    let mut auth_ok = true;
     let identity = match &raw.auth {
         None => Identity::Header,
         Some(a) => identity(a).unwrap_or_else(|e| {
             bad.push(e);
+            auth_ok = false;
             Identity::None
         }),
     };
@@ -134,6 +136,8 @@ pub fn validate(v: &toml::Value) -> Result<PushConfig, Vec<(String, String)>> {
     }
     let joins = match raw.joins.as_deref() {
         None | Some("open") => Joins::Open,
+        // `auth` was refused already: its mode is not known, so it is not named twice.
+        Some("token" | "forward") if !auth_ok => Joins::Open,
         Some("token") if matches!(identity, Identity::Jwt(_)) => Joins::Token,
         Some("forward") if matches!(identity, Identity::Forward(_)) => Joins::Forward,
         Some("token") => {

@@ -47,14 +47,29 @@ pub enum Rights {
     Forward(Box<Credentials>),
 }
 
-/// What a per-join forward-auth check shows the endpoint: the upgrade request's credential
-/// headers, its URI and the client's address.
+/// What a per-join forward-auth check shows the endpoint — the upgrade request's credential
+/// headers (at most [`MAX_CREDENTIALS`] bytes), its URI and the client's address — and what the
+/// socket's checks have cost so far.
 #[derive(Debug)]
 pub struct Credentials {
     headers: HeaderMap,
     uri: String,
     client_ip: IpAddr,
+    tally: std::sync::Mutex<Tally>,
 }
+
+/// A socket's per-join checks: rooms refused (asked again never) and checks made. Past
+/// `2 × max_rooms` checks a join is refused without asking: one client cannot turn join
+/// messages into an unbounded stream of requests to the auth endpoint.
+#[derive(Debug, Default)]
+struct Tally {
+    refused: std::collections::HashSet<String>,
+    asked: usize,
+}
+
+/// Bytes of credential headers a socket with per-join checks may keep (a larger `Cookie` is
+/// refused at the handshake: 10,000 sockets must not each pin 64 KiB of headers).
+pub const MAX_CREDENTIALS: usize = 8 << 10;
 
 impl Rights {
     /// May the socket join `room`? A forward check that fails (5xx, timeout) refuses.
@@ -67,11 +82,23 @@ impl Rights {
             ))),
             Rights::Forward(c) => {
                 let Identity::Forward(cfg) = &service.config.identity else {
-                    return Err(Denied::Forbidden(
-                        "the route no longer has forward auth".into(),
-                    ));
+                    return Err(Denied::Forbidden("the route has no forward auth".into()));
                 };
-                auth::forward(
+                {
+                    let mut t = c.tally.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.refused.contains(room) {
+                        return Err(Denied::Forbidden(format!(
+                            "room {room:?} was refused before"
+                        )));
+                    }
+                    if t.asked >= 2 * service.config.max_rooms {
+                        return Err(Denied::Forbidden(
+                            "this socket has used up its join checks".into(),
+                        ));
+                    }
+                    t.asked += 1;
+                }
+                let answer = auth::forward(
                     &service.client,
                     cfg,
                     &c.headers,
@@ -79,8 +106,14 @@ impl Rights {
                     c.client_ip,
                     Some(room),
                 )
-                .await
-                .map(|_| ())
+                .await;
+                if let Err(Denied::Forbidden(_) | Denied::Unauthorized(_)) = &answer {
+                    let mut t = c.tally.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.refused.len() < service.config.max_rooms {
+                        t.refused.insert(room.to_string());
+                    }
+                }
+                answer.map(|_| ())
             }
         }
     }
@@ -93,8 +126,10 @@ pub(crate) async fn accept<P, E>(
     admit: impl FnOnce() -> Result<P, E>,
 ) -> Result<(Option<String>, Rights, P), Refused<E>> {
     let c = &service.config;
+    // At debug: an origin refusal comes before admission, so it is as cheap to send as it
+    // would be to log.
     let refused = |d: Denied| {
-        tracing::info!(client = %req.client_ip, status = d.status().as_u16(), reason = %d, "push socket refused");
+        tracing::debug!(client = %req.client_ip, status = d.status().as_u16(), reason = %d, "push socket refused");
         Refused::Access(d)
     };
     auth::check_origin(&c.allowed_origins, req.headers).map_err(refused)?;
@@ -119,11 +154,27 @@ pub(crate) async fn accept<P, E>(
                 auth::forward(&service.client, cfg, req.headers, uri, req.client_ip, None)
                     .await
                     .map_err(refused)?;
-            let rights = Rights::Forward(Box::new(Credentials {
-                headers: auth::credentials(req.headers),
-                uri: uri.to_string(),
-                client_ip: req.client_ip,
-            }));
+            let rights = match c.joins {
+                Joins::Forward => {
+                    let headers = auth::credentials(req.headers);
+                    let size: usize = headers
+                        .iter()
+                        .map(|(k, v)| k.as_str().len() + v.len())
+                        .sum();
+                    if size > MAX_CREDENTIALS {
+                        return Err(refused(Denied::Forbidden(format!(
+                            "credential headers over {MAX_CREDENTIALS} bytes cannot be kept for per-join checks"
+                        ))));
+                    }
+                    Rights::Forward(Box::new(Credentials {
+                        headers,
+                        uri: uri.to_string(),
+                        client_ip: req.client_ip,
+                        tally: Default::default(),
+                    }))
+                }
+                _ => Rights::Any,
+            };
             (named(&answer), rights)
         }
     };
