@@ -36,8 +36,12 @@ pub struct Config {
     pub limits: Limits,
     /// In file order; the route table orders them by precedence.
     pub routes: Vec<RouteConfig>,
-    /// `[redis]`, when set: push over Redis PubSub (every node delivers).
+    /// `[redis]`, when set: push over Redis PubSub (every node delivers), and the shared state
+    /// of `cluster = "replicate"` rooms routes.
     pub redis: Option<redis::RedisConfig>,
+    /// This node's name among others on the same Redis (`[cluster] node_id`; default
+    /// `<hostname>:<https port>`).
+    pub node_id: String,
 }
 
 #[derive(Debug, Clone)]

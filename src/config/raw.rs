@@ -16,6 +16,14 @@ pub struct RawConfig {
     pub guard: Option<Spanned<RawGuard>>,
     pub limits: Option<Spanned<RawLimits>>,
     pub redis: Option<Spanned<super::redis::RawRedis>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]` as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -28,6 +28,8 @@ pub struct RawRooms {
     pub allowed_origins: Option<Vec<String>>,
     pub auth: Option<RawAuth>,
     pub callback: Option<RawCallback>,
+    /// `"replicate"`: the route's rooms live in Redis, shared by every node.
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -79,6 +81,9 @@ pub struct RoomsConfig {
     pub allowed_origins: Vec<String>,
     pub auth: RoomAuth,
     pub callback: Option<Callback>,
+    /// `cluster = "replicate"`: the rooms' state lives in Redis (a stream per room), shared by
+    /// every node on the same `[redis]`; `store` is not used.
+    pub replicate: bool,
 }
 
 impl Default for RoomsConfig {
@@ -97,6 +102,7 @@ impl Default for RoomsConfig {
             allowed_origins: Vec::new(),
             auth: RoomAuth::None,
             callback: None,
+            replicate: false,
         }
     }
 }
@@ -122,7 +128,25 @@ type Bad = (String, String);
 
 pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> {
     let mut bad: Vec<Bad> = Vec::new();
+    let replicate = match raw.cluster.as_deref() {
+        None => false,
+        Some("replicate") => true,
+        Some(other) => {
+            bad.push((
+                "cluster".into(),
+                format!("{other:?}: expected \"replicate\" (\"place\" is not built yet)"),
+            ));
+            false
+        }
+    };
+    if replicate && raw.store.is_some() {
+        bad.push((
+            "store".into(),
+            "a cluster = \"replicate\" route keeps its rooms in Redis, not in a store file".into(),
+        ));
+    }
     let store = match raw.store.as_deref() {
+        _ if replicate => None,
         Some("memory") => None,
         Some("") => {
             bad.push((
@@ -139,6 +163,7 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
     };
     let mut c = RoomsConfig {
         store,
+        replicate,
         ..RoomsConfig::default()
     };
     if let Some(d) = raw.flush_interval {

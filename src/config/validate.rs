@@ -238,11 +238,36 @@ impl Validator<'_> {
                 .map_err(|(field, why)| self.problem(format!("redis.{field}"), Some(r), why))
                 .ok()
         });
+        let node_id = match raw.cluster.as_ref().and_then(|c| c.get_ref().node_id.clone()) {
+            Some(id) if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) => {
+                self.problem(
+                    "cluster.node_id",
+                    raw.cluster.as_ref(),
+                    "must be 1 to 128 printable characters",
+                );
+                String::new()
+            }
+            Some(id) => id,
+            None => format!("{}:{}", hostname(), server.https.port()),
+        };
+        let replicate = routes.iter().find(|r| {
+            matches!(&r.action, super::RouteAction::Rooms(c) if c.replicate)
+        });
+        if let Some(r) = replicate
+            && redis.is_none()
+        {
+            self.problem(
+                format!("route[{}].rooms.cluster", r.index),
+                None::<&Spanned<()>>,
+                "\"replicate\" keeps rooms in Redis: it needs a [redis] section",
+            );
+        }
         Config {
             server,
             limits,
             routes,
             redis,
+            node_id,
         }
     }
 
@@ -274,4 +299,14 @@ impl Validator<'_> {
         }
         addr
     }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`, else `localhost`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

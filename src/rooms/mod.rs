@@ -5,6 +5,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod callback;
+pub mod cluster;
 pub mod feed;
 pub mod protocol;
 pub mod registry;

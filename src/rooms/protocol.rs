@@ -565,6 +565,26 @@ fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, Protocol
     Ok(out)
 }
 
+/// Whether a client's frame must travel to the other nodes of a replicated room: it decodes
+/// (the same checks as [`Room::handle`], so that nothing that would be refused reaches the
+/// shared log) and carries a document update this connection may write, or awareness.
+/// Sync requests and awareness queries are answered locally and never travel.
+pub(crate) fn replicated(conn: &Conn, frame: &[u8]) -> Result<bool, ProtocolError> {
+    Ok(decode(conn, frame)?
+        .iter()
+        .any(|d| matches!(d, Decoded::Update(..) | Decoded::Awareness(_))))
+}
+
+/// The document updates (v1) of a frame that was appended to a replicated room's log, pushed
+/// onto `out`; awareness and the rest are left out (a loading room does not replay old cursors).
+pub(crate) fn updates_of(frame: &[u8], out: &mut Vec<Vec<u8>>) {
+    for m in wire::split(frame).unwrap_or_default() {
+        if let wire::Msg::SyncStep2(u) | wire::Msg::Update(u) = m {
+            out.push(u.to_vec());
+        }
+    }
+}
+
 /// Run yrs over bytes that passed validation, turning a panic into an error: validation
 /// bounds what yrs is given, and this keeps a yrs bug on some other input to one connection.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {

@@ -44,6 +44,8 @@ pub struct Registry {
     tasks: TaskTracker,
     /// The route's metrics label (its connections share it).
     pub(crate) label: String,
+    /// The Redis link of a `cluster = "replicate"` route (set once, when the route is built).
+    pub(crate) replica: std::sync::OnceLock<Arc<super::cluster::Replica>>,
 }
 
 /// A room name's place in the map: loaded, or being loaded or unloaded (joins wait for it; it
@@ -104,7 +106,14 @@ impl Registry {
             shutdown,
             tasks: TaskTracker::new(),
             label,
+            replica: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The replica and the room's stream key, on a `cluster = "replicate"` route.
+    pub(crate) fn replicated(&self, room: &str) -> Option<(&Arc<super::cluster::Replica>, String)> {
+        let r = self.replica.get().filter(|_| self.config().replicate)?;
+        Some((r, r.key(&self.label, room)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -158,8 +167,17 @@ impl Registry {
             _done: done,
             armed: true,
         };
-        let (room, compactable) = self.load(name).await?;
+        let (room, compactable, stream) = if self.config().replicate {
+            let (room, key, last) = self.load_replicated(name).await?;
+            (room, false, Some((key, last)))
+        } else {
+            let (room, compactable) = self.load(name).await?;
+            (room, compactable, None)
+        };
         let h = self.handle(name, room, compactable);
+        if let (Some((key, last)), Some(r)) = (stream, self.replica.get()) {
+            r.watch(key, &h, last);
+        }
         self.lock().insert(name.to_string(), Slot::Ready(h.clone()));
         busy.armed = false;
         tracing::debug!(room = name, "room loaded");
@@ -194,6 +212,32 @@ impl Registry {
         Ok((room, skipped.is_empty()))
     }
 
+    /// Read a replicated room from its Redis stream: the room, its key and the last entry id.
+    /// Redis unreachable: refused (503), never a stale or empty copy.
+    async fn load_replicated(&self, name: &str) -> Result<(Room, String, String), StoreError> {
+        let unavailable = |reason: String| {
+            crate::metrics::room_refusal(&self.label, "load_failed");
+            tracing::error!(room = name, %reason, "cannot load replicated room; refusing the join");
+            StoreError::Io {
+                path: "redis".into(),
+                reason,
+            }
+        };
+        let Some((replica, key)) = self.replicated(name) else {
+            return Err(unavailable(
+                "no Redis link: [redis] is read at start; restart to use cluster routes".into(),
+            ));
+        };
+        let loaded = replica
+            .load(&key)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let room = tokio::task::spawn_blocking(move || Room::from_updates(&loaded.updates).0)
+            .await
+            .map_err(|e| unavailable(format!("load task failed: {e}")))?;
+        Ok((room, key, loaded.last))
+    }
+
     /// A loaded room's handle, with its callback task if one is configured.
     fn handle(&self, name: &str, room: Room, compactable: bool) -> Arc<RoomHandle> {
         let size = room.size();
@@ -213,6 +257,7 @@ impl Registry {
             generation: AtomicU64::new(0),
             changed,
             stop: CancellationToken::new(),
+            remote: Default::default(),
         });
         if let (Some(cfg), Some(changed)) = (&config.callback, &h.changed) {
             self.tasks.spawn(run_callback(
@@ -281,6 +326,9 @@ impl Registry {
             store.unload(&name);
         })
         .await;
+        if let Some((r, key)) = self.replicated(&h.name) {
+            r.unwatch(&key);
+        }
         h.stop.cancel();
         tracing::debug!(room = %h.name, "room unloaded");
         // `_busy` frees the slot: the next join loads the room afresh.

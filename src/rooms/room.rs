@@ -60,6 +60,8 @@ pub struct RoomHandle {
     /// The document's estimated encoded size after the last frame (read without the lock, to
     /// tell which frames are heavy).
     pub(super) size_hint: AtomicU64,
+    /// A replicated room's frames from other nodes are handled as this pseudo-connection's.
+    pub(super) remote: tokio::sync::Mutex<Conn>,
 }
 
 impl RoomHandle {
@@ -127,6 +129,20 @@ impl RoomHandle {
             n.notify_one();
         }
         (replies, error)
+    }
+
+    /// A frame another node appended to this replicated room's log: applied and broadcast to
+    /// this node's clients like a local client's (replies, meant for a sender that is not here,
+    /// are dropped). The documents converge: applying an update twice changes nothing.
+    pub async fn apply_remote(self: &Arc<Self>, frame: Bytes) {
+        let mut conn = self.remote.lock().await;
+        let limits = Limits {
+            max_document: u64::MAX,
+        };
+        let (_, error) = self.handle(&mut conn, frame, limits).await;
+        if let Some(e) = error {
+            tracing::warn!(room = %self.name, error = %e, "cluster: a frame from another node was refused");
+        }
     }
 
     /// `conn` is gone: remove the awareness states it announced and broadcast the removal (the
