@@ -238,7 +238,11 @@ impl Validator<'_> {
                 .map_err(|(field, why)| self.problem(format!("redis.{field}"), Some(r), why))
                 .ok()
         });
-        let node_id = match raw.cluster.as_ref().and_then(|c| c.get_ref().node_id.clone()) {
+        let node_id = match raw
+            .cluster
+            .as_ref()
+            .and_then(|c| c.get_ref().node_id.clone())
+        {
             Some(id) if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) => {
                 self.problem(
                     "cluster.node_id",
@@ -250,9 +254,9 @@ impl Validator<'_> {
             Some(id) => id,
             None => format!("{}:{}", hostname(), server.https.port()),
         };
-        let replicate = routes.iter().find(|r| {
-            matches!(&r.action, super::RouteAction::Rooms(c) if c.replicate)
-        });
+        let replicate = routes
+            .iter()
+            .find(|r| matches!(&r.action, super::RouteAction::Rooms(c) if c.replicate));
         if let Some(r) = replicate
             && redis.is_none()
         {

@@ -67,6 +67,9 @@ pub struct Proxy {
     open_store: OpenStore,
     /// Push over Redis, with `[redis]` (set once at start).
     pub push_link: std::sync::OnceLock<Arc<crate::push::redis::Link>>,
+    /// Replicated rooms' link to Redis, with `[redis]` (made at start; its reader is spawned by
+    /// the server).
+    pub replica: Option<Arc<crate::rooms::cluster::Replica>>,
 }
 
 impl Proxy {
@@ -78,6 +81,18 @@ impl Proxy {
         open_store: OpenStore,
     ) -> Result<Proxy, crate::rooms::store::StoreError> {
         let state = State::build(config, None, &shutdown, &open_store)?;
+        let replica = match &config.redis {
+            Some(r) => Some(
+                crate::rooms::cluster::Replica::new(r.clone(), config.node_id.clone()).map_err(
+                    |e| crate::rooms::store::StoreError::Io {
+                        path: "redis".into(),
+                        reason: e.to_string(),
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        link_replica(&state, replica.as_ref());
         let all_registries = std::sync::Mutex::new(state.registries().cloned().collect());
         Ok(Proxy {
             open_store,
@@ -88,6 +103,7 @@ impl Proxy {
             guard_stats: Arc::default(),
             all_registries,
             push_link: std::sync::OnceLock::new(),
+            replica,
         })
     }
 
@@ -103,6 +119,7 @@ impl Proxy {
     pub fn reload(&self, config: &Config) -> Result<(), crate::rooms::store::StoreError> {
         let old = self.state.load_full();
         let new = State::build(config, Some(&old), &self.shutdown, &self.open_store)?;
+        link_replica(&new, self.replica.as_ref());
         let kept: std::collections::HashSet<*const crate::rooms::registry::Registry> =
             old.registries().map(Arc::as_ptr).collect();
         for reg in new.registries() {
@@ -314,5 +331,17 @@ impl Ctx<'_> {
     /// Admit one WebSocket (limits keyed by the client IP, trusted proxies honoured).
     pub fn admit(&self, headers: &HeaderMap) -> Result<crate::limits::Permit, ProxyError> {
         Proxy::admit(self.state, self.route, self.conn, headers)
+    }
+}
+
+/// Give every `cluster = "replicate"` route's registry the Redis link (a registry built
+/// without one refuses joins: `[redis]` is read at start).
+fn link_replica(state: &State, replica: Option<&Arc<crate::rooms::cluster::Replica>>) {
+    if let Some(r) = replica {
+        for reg in state.registries() {
+            if reg.config().replicate {
+                let _ = reg.replica.set(r.clone());
+            }
+        }
     }
 }

@@ -107,12 +107,14 @@ impl Service {
             RouteAction::Rooms(c) => {
                 if let Some(reg) = before.and_then(Service::rooms)
                     && reg.config().store == c.store
+                    && reg.config().replicate == c.replicate
                 {
                     // Live rooms stay; new settings apply to new connections.
                     reg.set_config((**c).clone());
                     return Ok(Service::Rooms(reg.clone()));
                 }
                 let store = match &c.store {
+                    None if c.replicate => None,
                     None => {
                         tracing::warn!(route = r.index, path = %r.path, "rooms are kept in memory only: nothing survives a restart");
                         None

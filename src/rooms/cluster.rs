@@ -275,7 +275,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.key("/collab", "doc-1"), "wsedge:room:{/collab|doc-1}:log");
-        assert_eq!(r.key("/collab", "a}b{c|d"), "wsedge:room:{/collab|a%7Db%7Bc%7Cd}:log");
-        assert_ne!(r.key("/a|b", "c"), r.key("/a", "b|c"), "the separator cannot be forged");
+        assert_eq!(
+            r.key("/collab", "a}b{c|d"),
+            "wsedge:room:{/collab|a%7Db%7Bc%7Cd}:log"
+        );
+        assert_ne!(
+            r.key("/a|b", "c"),
+            r.key("/a", "b|c"),
+            "the separator cannot be forged"
+        );
     }
 }

@@ -567,12 +567,15 @@ fn decode<'a>(conn: &Conn, frame: &'a [u8]) -> Result<Vec<Decoded<'a>>, Protocol
 
 /// Whether a client's frame must travel to the other nodes of a replicated room: it decodes
 /// (the same checks as [`Room::handle`], so that nothing that would be refused reaches the
-/// shared log) and carries a document update this connection may write, or awareness.
-/// Sync requests and awareness queries are answered locally and never travel.
+/// shared log) and carries a non-empty document update this connection may write, or
+/// awareness. Sync requests, awareness queries and empty updates (a new client's SyncStep2)
+/// are handled locally and never travel.
 pub(crate) fn replicated(conn: &Conn, frame: &[u8]) -> Result<bool, ProtocolError> {
-    Ok(decode(conn, frame)?
-        .iter()
-        .any(|d| matches!(d, Decoded::Update(..) | Decoded::Awareness(_))))
+    Ok(decode(conn, frame)?.iter().any(|d| match d {
+        Decoded::Update(_, u, _) => !u.is_empty(),
+        Decoded::Awareness(_) => true,
+        _ => false,
+    }))
 }
 
 /// The document updates (v1) of a frame that was appended to a replicated room's log, pushed

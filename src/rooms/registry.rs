@@ -14,6 +14,7 @@ use crate::auth::HttpClient;
 use crate::config::RoomsConfig;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,6 +109,11 @@ impl Registry {
             label,
             replica: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Run `f` as one of the registry's tasks (waited for at shutdown).
+    pub(crate) fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(f);
     }
 
     /// The replica and the room's stream key, on a `cluster = "replicate"` route.

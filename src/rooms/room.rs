@@ -146,11 +146,12 @@ impl RoomHandle {
     }
 
     /// `conn` is gone: remove the awareness states it announced and broadcast the removal (the
-    /// one way a connection leaves, whether its task ended, panicked or was cancelled).
-    pub fn leave_locked(&self, room: &mut Room, conn: &mut Conn) {
-        if let Some(f) = room.leave(conn) {
-            self.feed.publish(Bytes::from(f));
-        }
+    /// one way a connection leaves, whether its task ended, panicked or was cancelled). The
+    /// removal frame, if there was one (a replicated room sends it to the other nodes too).
+    pub fn leave_locked(&self, room: &mut Room, conn: &mut Conn) -> Option<Bytes> {
+        let f = Bytes::from(room.leave(conn)?);
+        self.feed.publish(f.clone());
+        Some(f)
     }
 
     /// Handle one frame of `conn` (see [`RoomHandle::handle_locked`]). Light frames are handled

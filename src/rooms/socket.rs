@@ -106,7 +106,7 @@ struct Membership<'a> {
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
-            self.room.leave_locked(&mut self.room.lock(), &mut conn);
+            let _ = self.room.leave_locked(&mut self.room.lock(), &mut conn);
         }
     }
 }
@@ -149,7 +149,19 @@ pub fn serve(
         drop(socket);
         let mut conn = member.conn.take().expect("set above");
         let h = s.room.clone();
-        s.room.with(move |r| h.leave_locked(r, &mut conn)).await;
+        let removal = s.room.with(move |r| h.leave_locked(r, &mut conn)).await;
+        // A replicated room: the other nodes' clients see these cursors go too (best effort;
+        // states not renewed expire there at `awareness_timeout` anyway).
+        if let (Some(Some(f)), Some((replica, key))) =
+            (removal, s.registry.replicated(&s.room.name))
+        {
+            let replica = replica.clone();
+            s.registry.spawn(async move {
+                if let Err(e) = replica.append(&key, &f).await {
+                    tracing::debug!(error = %e, "cluster: awareness removal not appended");
+                }
+            });
+        }
         (end, traffic)
     }
 }
@@ -206,6 +218,14 @@ impl Handler for RoomSocket<'_> {
                     })
                 })
             }
+        }
+        // A replicated room: what travels to the other nodes is in Redis before this node
+        // applies and broadcasts it (acknowledged only once Redis has it).
+        // Boxed: only replicated routes pay for the append's state in their future.
+        if s.registry.replica.get().is_some()
+            && let Some(end) = Box::pin(replicate(s, self.conn, &data)).await
+        {
+            return end;
         }
         let (replies, error) = match s.room.try_handle(self.conn, data, s.limits) {
             Ok(done) => done,
@@ -308,6 +328,37 @@ fn budget<'a>(
             }
         }
     })
+}
+
+/// On a `cluster = "replicate"` route, append a frame that must travel (updates, awareness) to
+/// the room's stream; the close that ends the connection when Redis refuses it. A frame that
+/// does not decode is not appended: the room refuses it right after, with the usual code.
+async fn replicate(s: &Session, conn: &Conn, data: &Bytes) -> Option<Flow> {
+    let (replica, key) = s.registry.replicated(&s.room.name)?;
+    let travels = if data.len() > super::room::HEAVY_FRAME {
+        let (c, d) = (
+            Conn {
+                clients: Default::default(),
+                read_only: conn.read_only,
+            },
+            data.clone(),
+        );
+        tokio::task::spawn_blocking(move || super::protocol::replicated(&c, &d))
+            .await
+            .unwrap_or(Ok(false))
+    } else {
+        super::protocol::replicated(conn, data)
+    };
+    if !matches!(travels, Ok(true)) {
+        return None;
+    }
+    match replica.append(&key, data).await {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::warn!(room = %s.room.name, error = %e, "cluster: Redis did not take an update; closing its writer");
+            Some(Flow::Close(close::INTERNAL_ERROR, "update not stored"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -196,6 +196,9 @@ pub async fn start_with(
         };
         tracker.spawn(link.subscribe(deliver, shutdown.clone()));
     }
+    if let Some(replica) = &proxy.replica {
+        tracker.spawn(replica.clone().run(shutdown.clone()));
+    }
     tracker.spawn(crate::systemd::watchdog(shutdown.clone()));
     let running = Running {
         http_addr: http.local_addr().expect("bound socket has an address"),

@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod process;
 pub mod push;
 pub mod raw;
+pub mod redis;
 pub mod upstream;
 pub mod yclient;
 

@@ -1,0 +1,110 @@
+//! Rooms shared by nodes on one Redis (`cluster = "replicate"`), against real servers and a real
+//! `redis-server`: two wsedge nodes (in this process, each with its own listeners and state),
+//! y-websocket clients on each. What is built so far: updates acknowledged only after Redis took
+//! them, read by the other node and applied there, and a room loaded from the stream after it
+//! unloaded everywhere.
+
+mod common;
+
+use common::redis::{Redis, free_port};
+use common::yclient::YClient;
+use common::*;
+use std::time::Duration;
+
+/// A node with a replicated rooms route at `/collab` (rooms unload 1 s after their last client).
+async fn node(redis: &Redis, id: &str) -> Edge {
+    Edge::start(
+        &format!(
+            "[redis]\nurl = \"{}\"\n[cluster]\nnode_id = \"{id}\"\n",
+            redis.url()
+        ),
+        "[[route]]\npath = \"/collab\"\nplain_http = true\n\
+         rooms = { cluster = \"replicate\", unload_after = \"1s\" }\n",
+    )
+    .await
+}
+
+async fn client(edge: &Edge, room: &str) -> YClient {
+    let mut c = YClient::connect(edge, &format!("/collab/{room}"), &[])
+        .await
+        .unwrap();
+    assert!(c.until(|c| c.synced).await, "synced");
+    c
+}
+
+#[tokio::test]
+async fn edits_on_one_node_reach_the_other_and_survive_unloading() {
+    let redis = Redis::start(free_port());
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut on_a = client(&a, "doc").await;
+    let mut on_b = client(&b, "doc").await;
+    // Give node b's reader a moment to pick up the newly loaded room (it blocks up to 1 s).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    on_a.edit("hello ").await;
+    assert!(
+        on_b.until(|c| c.text() == "hello ").await,
+        "a → b: {:?}",
+        on_b.text()
+    );
+    on_b.edit("world").await;
+    assert!(
+        on_a.until(|c| c.text() == "hello world").await,
+        "b → a: {:?}",
+        on_a.text()
+    );
+    assert!(on_b.until(|c| c.text() == "hello world").await);
+    let entries = redis.cli(&["XLEN", "wsedge:room:{/collab|doc}:log"]);
+    assert_eq!(
+        entries, "2",
+        "one entry per update (sync requests do not travel)"
+    );
+
+    // Everyone leaves; both nodes unload the room; a late joiner on b gets it from Redis.
+    drop((on_a, on_b));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let late = client(&b, "doc").await;
+    assert_eq!(late.text(), "hello world");
+}
+
+#[tokio::test]
+async fn an_update_redis_does_not_take_is_not_acknowledged() {
+    let redis = Redis::start(free_port());
+    let a = node(&redis, "a").await;
+    let mut writer = client(&a, "full").await;
+    let mut reader = client(&a, "full").await;
+    // Redis refuses writes once it is over maxmemory with noeviction.
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    writer.edit("lost?").await;
+    assert_eq!(
+        writer.close_code().await,
+        Some(1011),
+        "the writer is closed 1011"
+    );
+    reader.drain(500).await;
+    assert_eq!(reader.text(), "", "nobody else saw the update");
+}
+
+#[tokio::test]
+async fn cursors_appear_and_disappear_across_nodes() {
+    let redis = Redis::start(free_port());
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut on_a = client(&a, "cursors").await;
+    let mut on_b = client(&b, "cursors").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    on_a.announce(77, r#"{"user":"ann"}"#).await;
+    assert!(
+        on_b.until(|c| c.awareness.get(&77).is_some_and(|s| s.contains("ann")))
+            .await,
+        "a's cursor shows on b: {:?}",
+        on_b.awareness
+    );
+    drop(on_a);
+    assert!(
+        on_b.until(|c| c.awareness.get(&77).is_some_and(|s| s == "null"))
+            .await,
+        "and goes when a's client leaves: {:?}",
+        on_b.awareness
+    );
+}
