@@ -108,3 +108,45 @@ async fn cursors_appear_and_disappear_across_nodes() {
         on_b.awareness
     );
 }
+
+#[tokio::test]
+async fn a_room_is_compacted_into_a_snapshot_and_loads_from_it() {
+    let redis = Redis::start(free_port());
+    let a = node(&redis, "a").await;
+    let mut writer = client(&a, "long").await;
+    let mut expected = String::new();
+    for i in 0..300 {
+        let s = format!("{i},");
+        writer.edit(&s).await;
+        expected.push_str(&s);
+    }
+    assert!(writer.until(|c| c.text() == expected).await, "all echoed");
+    let snap = "wsedge:room:{/collab|long}:snap";
+    let mut upto = String::new();
+    for _ in 0..50 {
+        upto = redis.cli(&["HGET", snap, "upto"]);
+        if !upto.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(upto.contains('-'), "a snapshot after 256 appends: {upto:?}");
+    assert_eq!(
+        redis.cli(&["XLEN", "wsedge:room:{/collab|long}:log"]),
+        "300",
+        "entries younger than 60 s are not trimmed"
+    );
+    writer.edit("end").await;
+    expected.push_str("end");
+    assert!(writer.until(|c| c.text() == expected).await);
+    drop(writer);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let b = node(&redis, "b").await;
+    let late = client(&b, "long").await;
+    assert_eq!(late.text(), expected, "snapshot + the entries after it");
+    assert_eq!(
+        redis.cli(&["EXISTS", "wsedge:room:{/collab|long}:lease"]),
+        "0",
+        "released"
+    );
+}

@@ -8,11 +8,17 @@
 //!   (`XREAD BLOCK`, no response timeout), skips its own entries and hands the others to the
 //!   room as frames of a remote pseudo-connection (applied and broadcast to local clients, never
 //!   appended again). After a lost connection it resumes from each room's last id.
-//! - Load: the stream from its start (updates only: old awareness is not replayed).
+//! - Load: the room's snapshot (`…:snap`: `state`, `upto`), then the stream after `upto`
+//!   (updates only: old awareness is not replayed).
+//! - Compaction: every [`COMPACT_EVERY`] appends of a node to a room, and when a node unloads
+//!   it, the node that takes the room's lease (`…:lease`, `SET NX PX`) rebuilds the document
+//!   from snapshot + stream (what Redis holds, not its own copy: no race with updates still
+//!   being applied), writes the snapshot and trims the entries it covers — only those older
+//!   than [`TRIM_AFTER`], so that a reader lagging less than that misses nothing. A reader that
+//!   reconnects behind a newer snapshot applies the snapshot (a CRDT merge) and reads on.
 //!
-//! Not built yet (see the design): snapshots and compaction under a lease (the stream grows
-//! with every update until then), awareness removal across nodes on disconnect (remote states
-//! expire at `awareness_timeout`), resync after a trimmed id, readiness and metrics.
+//! Not built yet (see the design): the HTTP callback by the lease holder only, closing open
+//! sockets after a Redis outage grace, readiness and metrics.
 
 use super::room::RoomHandle;
 use crate::config::redis::RedisConfig;
@@ -26,6 +32,32 @@ use tokio_util::sync::CancellationToken;
 
 /// Entries read per `XRANGE` page and per `XREAD`.
 const PAGE: usize = 512;
+/// A node tries to compact a room after this many of its own appends to it.
+pub const COMPACT_EVERY: u32 = 256;
+/// Only entries older than this are trimmed by a compaction.
+pub const TRIM_AFTER: Duration = Duration::from_secs(60);
+/// How long a compaction lease holds (it is released when the compaction ends).
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Write a snapshot unless a newer one is there, and trim what it covers:
+/// KEYS snap, log; ARGV state, upto, minid.
+const SAVE_SNAPSHOT: &str = r#"
+local function id(s) local m, q = string.match(s, '^(%d+)-(%d+)$') return tonumber(m), tonumber(q) end
+local old = redis.call('HGET', KEYS[1], 'upto')
+if old then
+  local om, oq = id(old)
+  local nm, nq = id(ARGV[2])
+  if om > nm or (om == nm and oq >= nq) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'upto', ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+return 1
+"#;
+/// Release a lease this node holds: KEYS lease; ARGV node.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
 /// How long one `XREAD` blocks: a room loaded meanwhile waits at most this long to be read
 /// (from the id its load ended at, so nothing is missed).
 const BLOCK: Duration = Duration::from_millis(1000);
@@ -55,6 +87,8 @@ pub struct Replica {
 struct Watched {
     room: Weak<RoomHandle>,
     last: String,
+    /// This node's appends to the room since it last tried to compact it.
+    appends: u32,
 }
 
 /// What a room's load read: the updates (v1), oldest first, and the last entry id.
@@ -103,8 +137,9 @@ impl Replica {
         Ok(conn.clone())
     }
 
-    /// Append a client's frame to the room's stream: Ok once Redis has it.
-    pub async fn append(&self, key: &str, frame: &[u8]) -> Result<(), ClusterError> {
+    /// Append a client's frame to the room's stream: Ok once Redis has it, with whether the
+    /// room is due for a compaction ([`Replica::compact`]).
+    pub async fn append(&self, key: &str, frame: &[u8]) -> Result<bool, ClusterError> {
         let mut conn = self.commands().await?;
         let _id: String = redis::cmd("XADD")
             .arg(key)
@@ -115,15 +150,31 @@ impl Replica {
             .arg(frame)
             .query_async(&mut conn)
             .await?;
-        Ok(())
+        let mut w = self.lock();
+        let Some(w) = w.get_mut(key) else {
+            return Ok(false);
+        };
+        w.appends += 1;
+        let due = w.appends >= COMPACT_EVERY;
+        if due {
+            w.appends = 0;
+        }
+        Ok(due)
     }
 
-    /// Read a room's whole stream: its updates, and the id to read on from.
+    /// Read a room: its snapshot's state and the stream after it (updates), and the id to read
+    /// on from.
     pub async fn load(&self, key: &str) -> Result<Loaded, ClusterError> {
         let mut conn = self.commands().await?;
+        let (state, upto): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+            .arg(sibling(key, "snap"))
+            .arg("state")
+            .arg("upto")
+            .query_async(&mut conn)
+            .await?;
         let mut loaded = Loaded {
-            updates: Vec::new(),
-            last: "0-0".into(),
+            updates: state.into_iter().collect(),
+            last: upto.unwrap_or_else(|| "0-0".into()),
         };
         loop {
             let start = format!("({}", loaded.last);
@@ -155,9 +206,76 @@ impl Replica {
             Watched {
                 room: Arc::downgrade(room),
                 last,
+                appends: 0,
             },
         );
         self.changed.notify_one();
+    }
+
+    /// Compact the room of stream `key` if this node gets its lease: rebuild the document from
+    /// what Redis holds (snapshot + stream), save it as the snapshot and trim the entries it
+    /// covers that are older than [`TRIM_AFTER`]. Ok(false): another node holds the lease, or
+    /// there was nothing new.
+    pub async fn compact(&self, key: &str) -> Result<bool, ClusterError> {
+        let mut conn = self.commands().await?;
+        let lease = sibling(key, "lease");
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&lease)
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        if got.is_none() {
+            return Ok(false);
+        }
+        let saved = self.compact_held(key, &mut conn).await;
+        let _: Result<i64, _> = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(&lease)
+            .arg(&self.node)
+            .query_async(&mut conn)
+            .await;
+        saved
+    }
+
+    async fn compact_held(
+        &self,
+        key: &str,
+        conn: &mut redis::aio::ConnectionManager,
+    ) -> Result<bool, ClusterError> {
+        let loaded = self.load(key).await?;
+        if loaded.updates.len() <= 1 {
+            return Ok(false); // a snapshot alone, or nothing: nothing to fold
+        }
+        let state = tokio::task::spawn_blocking(move || {
+            super::protocol::Room::from_updates(&loaded.updates)
+                .0
+                .try_snapshot()
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(state) = state else {
+            tracing::error!(key, "cluster: cannot encode a room for its snapshot");
+            return Ok(false);
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let saved: i64 = redis::cmd("EVAL")
+            .arg(SAVE_SNAPSHOT)
+            .arg(2)
+            .arg(sibling(key, "snap"))
+            .arg(key)
+            .arg(state)
+            .arg(&loaded.last)
+            .arg(min_id(&loaded.last, now_ms))
+            .query_async(conn)
+            .await?;
+        Ok(saved == 1)
     }
 
     /// The room unloaded: its stream is read no more.
@@ -201,6 +319,7 @@ impl Replica {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?;
         self.connected.store(true, Ordering::Relaxed);
+        self.catch_up(&mut conn).await?;
         loop {
             let (keys, ids): (Vec<String>, Vec<String>) = {
                 let mut w = self.lock();
@@ -246,6 +365,75 @@ impl Replica {
     }
 }
 
+impl Replica {
+    /// After a (re)connect: a room whose snapshot is newer than the last id read may have lost
+    /// entries to a trim; its snapshot is applied (a CRDT merge, broadcast to its clients as an
+    /// update) and reading goes on after it.
+    async fn catch_up(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), ClusterError> {
+        let watched: Vec<(String, String)> = self
+            .lock()
+            .iter()
+            .map(|(k, w)| (k.clone(), w.last.clone()))
+            .collect();
+        for (key, last) in watched {
+            let (state, upto): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+                .arg(sibling(&key, "snap"))
+                .arg("state")
+                .arg("upto")
+                .query_async(conn)
+                .await?;
+            let (Some(state), Some(upto)) = (state, upto) else {
+                continue;
+            };
+            if !newer(&upto, &last) {
+                continue;
+            }
+            let room = self.lock().get(&key).and_then(|w| w.room.upgrade());
+            if let Some(room) = room {
+                tracing::info!(key, %last, %upto, "cluster: reader was behind a compaction; applying the snapshot");
+                let frame = yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(state));
+                room.apply_remote(bytes::Bytes::from(
+                    yrs::updates::encoder::Encode::encode_v1(&frame),
+                ))
+                .await;
+                if let Some(w) = self.lock().get_mut(&key) {
+                    w.last = upto;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Another key of the room whose stream is `log_key` (`…:log` → `…:snap`, `…:lease`).
+fn sibling(log_key: &str, what: &str) -> String {
+    format!("{}:{what}", log_key.strip_suffix(":log").unwrap_or(log_key))
+}
+
+/// A stream id's (ms, seq).
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// Is stream id `a` after `b`?
+fn newer(a: &str, b: &str) -> bool {
+    parse_id(a) > parse_id(b)
+}
+
+/// The `MINID` a compaction up to `upto` trims to: the entry after `upto`, but never one
+/// younger than [`TRIM_AFTER`] (entries a lagging reader may still need stay).
+fn min_id(upto: &str, now_ms: u64) -> String {
+    let (ms, seq) = parse_id(upto);
+    let after = (ms, seq.saturating_add(1));
+    let cap = (now_ms.saturating_sub(TRIM_AFTER.as_millis() as u64), 0);
+    let (m, s) = after.min(cap);
+    format!("{m}-{s}")
+}
+
 /// Percent-encode what would end a hash tag early (`{`, `}`), `%` itself, `|` (the separator)
 /// and control bytes.
 fn encode(s: &str) -> String {
@@ -284,5 +472,23 @@ mod tests {
             r.key("/a", "b|c"),
             "the separator cannot be forged"
         );
+        let log = r.key("/collab", "doc-1");
+        assert_eq!(sibling(&log, "snap"), "wsedge:room:{/collab|doc-1}:snap");
+    }
+
+    #[test]
+    fn trims_keep_young_entries() {
+        let now = 1_000_000;
+        assert_eq!(
+            min_id("900000-3", now),
+            "900000-4",
+            "old enough: all it covers"
+        );
+        assert_eq!(
+            min_id("990000-0", now),
+            "940000-0",
+            "younger than 60 s: kept"
+        );
+        assert!(newer("5-1", "5-0") && newer("10-0", "9-99") && !newer("5-0", "5-0"));
     }
 }

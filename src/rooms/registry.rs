@@ -334,6 +334,13 @@ impl Registry {
         .await;
         if let Some((r, key)) = self.replicated(&h.name) {
             r.unwatch(&key);
+            // The next load (here or elsewhere) reads one snapshot instead of the whole stream.
+            let r = r.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = r.compact(&key).await {
+                    tracing::warn!(error = %e, key, "cluster: compaction at unload failed");
+                }
+            });
         }
         h.stop.cancel();
         tracing::debug!(room = %h.name, "room unloaded");

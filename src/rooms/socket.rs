@@ -157,7 +157,7 @@ pub fn serve(
         {
             let replica = replica.clone();
             s.registry.spawn(async move {
-                if let Err(e) = replica.append(&key, &f).await {
+                if let Err(e) = replica.append(&key, &f).await.map(drop) {
                     tracing::debug!(error = %e, "cluster: awareness removal not appended");
                 }
             });
@@ -353,7 +353,17 @@ async fn replicate(s: &Session, conn: &Conn, data: &Bytes) -> Option<Flow> {
         return None;
     }
     match replica.append(&key, data).await {
-        Ok(()) => None,
+        Ok(due) => {
+            if due {
+                let replica = replica.clone();
+                s.registry.spawn(async move {
+                    if let Err(e) = replica.compact(&key).await {
+                        tracing::warn!(error = %e, key, "cluster: compaction failed");
+                    }
+                });
+            }
+            None
+        }
         Err(e) => {
             tracing::warn!(room = %s.room.name, error = %e, "cluster: Redis did not take an update; closing its writer");
             Some(Flow::Close(close::INTERNAL_ERROR, "update not stored"))
