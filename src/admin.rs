@@ -146,8 +146,16 @@ fn metrics(proxy: &Proxy, certs: &CertStore) -> String {
 }
 
 /// Why the server is not ready, if it is not.
-fn not_ready(certs: &CertStore, shutdown: &CancellationToken) -> Vec<String> {
+fn not_ready(proxy: &Proxy, certs: &CertStore, shutdown: &CancellationToken) -> Vec<String> {
     let mut why = Vec::new();
+    // Replicated rooms cannot be served without Redis (joins get 503): unlike push, that is
+    // the node not being ready.
+    if let Some(r) = &proxy.replica
+        && !r.connected.load(std::sync::atomic::Ordering::Relaxed)
+        && proxy.state().registries().any(|reg| reg.config().replicate)
+    {
+        why.push("Redis unreachable (cluster = \"replicate\" rooms)".to_string());
+    }
     if shutdown.is_cancelled() {
         why.push("shutting down".to_string());
     }
@@ -175,7 +183,7 @@ fn answer(
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => {
-            let why = not_ready(certs, shutdown);
+            let why = not_ready(proxy, certs, shutdown);
             let degraded = proxy
                 .push_link
                 .get()

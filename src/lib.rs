@@ -24,7 +24,8 @@
 //!   loaded room (its lock, heavy frames on the blocking pool), `registry` (rooms by name, their
 //!   callback tasks and unload timers), `accept` (the room's part of a handshake: name, origin,
 //!   admission, auth, join), `socket` (a room connection: a handler for
-//!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`.
+//!   `ws::hosted`), `store` (a trait; redb and memory backends), `callback`, `cluster` (rooms
+//!   shared through Redis Streams: append before ack, one blocking reader, snapshots).
 //! - [`push`]: the push service (websocket-push): `protocol` (sans-IO: tab ids, client
 //!   commands, published pushes and auth events), `hub` (sockets by user, room and tab; bounded
 //!   outboxes), `socket` (a handler for `ws::hosted`), `redis` (the PubSub subscriber and

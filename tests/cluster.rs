@@ -7,7 +7,7 @@
 mod common;
 
 use common::redis::{Redis, free_port};
-use common::yclient::YClient;
+use common::yclient::{self, YClient};
 use common::*;
 use std::time::Duration;
 
@@ -148,5 +148,38 @@ async fn a_room_is_compacted_into_a_snapshot_and_loads_from_it() {
         redis.cli(&["EXISTS", "wsedge:room:{/collab|long}:lease"]),
         "0",
         "released"
+    );
+}
+
+#[tokio::test]
+async fn without_redis_joins_get_503_and_the_node_is_not_ready() {
+    let redis = Redis::start(free_port());
+    let a = node(&redis, "a").await;
+    let ready = || common::push::admin(&a, "GET", "/readyz", "");
+    let mut up = false;
+    for _ in 0..50 {
+        if ready().await.0 == 200 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "ready once the reader is connected");
+    drop(redis);
+    let mut status = (0, String::new());
+    for _ in 0..50 {
+        status = ready().await;
+        if status.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status.0, 503, "{status:?}");
+    assert!(status.1.contains("Redis unreachable"), "{status:?}");
+    let r = YClient::connect(&a, "/collab/offline", &[]).await;
+    assert_eq!(
+        yclient::refused_status(r),
+        503,
+        "never a stale or empty copy"
     );
 }

@@ -450,4 +450,41 @@ max_body = 0
         assert!(t.matches(token.as_bytes()) && !t.matches(b"k") && !t.matches(&[b'k'; 41]));
         assert!(!format!("{c:?}").contains(&token), "Debug hides it");
     }
+
+    #[test]
+    fn replicate_routes_need_redis_and_keep_no_store() {
+        let route = |rooms: &str| format!("[[route]]\npath = \"/c\"\nrooms = {{ {rooms} }}\n");
+        let redis = "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[cluster]\nnode_id = \"n1\"\n";
+        let c = parse(&format!("{redis}{}", route("cluster = \"replicate\""))).unwrap();
+        assert!(
+            matches!(&c.routes[0].action, RouteAction::Rooms(r) if r.replicate && r.store.is_none())
+        );
+        assert_eq!(c.node_id, "n1");
+        let field = |text: String| parse(&text).unwrap_err().problems()[0].field.clone();
+        assert_eq!(
+            field(route("cluster = \"replicate\"")),
+            "route[0].rooms.cluster",
+            "no [redis]"
+        );
+        assert_eq!(
+            field(format!(
+                "{redis}{}",
+                route("cluster = \"replicate\", store = \"/tmp/r.redb\"")
+            )),
+            "route[0].rooms.store"
+        );
+        assert_eq!(
+            field(format!(
+                "{redis}{}",
+                route("cluster = \"replicate\", callback = { url = \"http://127.0.0.1:9/\" }")
+            )),
+            "route[0].rooms.callback"
+        );
+        assert_eq!(
+            field(format!("{redis}{}", route("cluster = \"place\""))),
+            "route[0].rooms.cluster"
+        );
+        let default = parse(&format!("[redis]\nurl = \"redis://a:1\"\n{}", route(""))).unwrap();
+        assert!(default.node_id.ends_with(":443"), "{}", default.node_id);
+    }
 }

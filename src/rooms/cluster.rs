@@ -327,6 +327,8 @@ impl Replica {
                 w.iter().map(|(k, v)| (k.clone(), v.last.clone())).unzip()
             };
             if keys.is_empty() {
+                // Nothing to read: still find out when Redis goes (readiness says so).
+                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
                 tokio::select! {
                     _ = self.changed.notified() => {}
                     _ = tokio::time::sleep(BLOCK) => {}
