@@ -104,17 +104,10 @@ fn check_lists_every_problem_with_field_and_line() {
 /// then panic every WebSocket at `Instant + Duration`).
 #[test]
 fn check_refuses_durations_past_a_year_as_integers_or_strings() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("long.toml");
     let check = |config: &str| {
-        std::fs::write(&path, config).unwrap();
-        let out = Command::new(BIN)
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{config}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let (code, err) = run_check(config);
+        assert_eq!(code, Some(1), "{config}");
+        err
     };
     let route = "[[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:3000\"\n";
     let err = check(&format!(
@@ -122,7 +115,7 @@ fn check_refuses_durations_past_a_year_as_integers_or_strings() {
     ));
     assert!(
         err.contains(
-            "long.toml:2: guard.idle_timeout: invalid duration 9223372036854775807: longer than a year"
+            "config.toml:2: guard.idle_timeout: invalid duration 9223372036854775807: longer than a year"
         ),
         "{err}"
     );
@@ -147,17 +140,8 @@ fn check_refuses_durations_past_a_year_as_integers_or_strings() {
     );
     // A year is still fine, in either form.
     for year in ["31536000", "\"365d\""] {
-        std::fs::write(&path, format!("[guard]\nidle_timeout = {year}\n\n{route}")).unwrap();
-        let out = Command::new(BIN)
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{year}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, err) = run_check(&format!("[guard]\nidle_timeout = {year}\n\n{route}"));
+        assert_eq!(code, Some(0), "{year}: {err}");
     }
 }
 
@@ -357,35 +341,18 @@ fn expiring_certificate_is_warned_about() {
 
 #[test]
 fn check_warns_when_push_identity_cannot_be_believed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("push.toml");
     let route =
         "[[route]]\npath = \"/server_notifications\"\npush = { user_header = \"x-auth-user\" }\n";
-    std::fs::write(&path, route).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "valid, with a warning");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run_check(route);
+    assert_eq!(code, Some(0), "valid, with a warning");
     assert!(
         err.contains("warning: route[0].push: x-auth-user / x-auth-guest are believed only from [limits] trusted_proxies, which is empty"),
         "{err}"
     );
     // Believed now; with open origins, a cookie-derived identity could be hijacked: warned.
-    let check = |config: &str| {
-        std::fs::write(&path, config).unwrap();
-        let out = Command::new(BIN)
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let trusted = "[limits]\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
-    let err = check(&format!("{trusted}{route}"));
+    let (code, err) = run_check(&format!("{trusted}{route}"));
+    assert_eq!(code, Some(0));
     assert!(
         err.contains("warning: route[0].push: allowed_origins is empty")
             && !err.contains("believed only"),
@@ -395,6 +362,23 @@ fn check_warns_when_push_identity_cannot_be_believed() {
         "push = { ",
         "push = { allowed_origins = [\"https://app.example.com\"], ",
     );
-    let err = check(&format!("{trusted}{listed}"));
+    let (code, err) = run_check(&format!("{trusted}{listed}"));
+    assert_eq!(code, Some(0));
     assert!(!err.contains("warning"), "{err}");
+}
+
+/// `wsedge check` on `config` (written to a temporary file): its exit code and stderr.
+fn run_check(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -82,6 +82,8 @@ pub struct Replica {
     changed: Notify,
     /// The reader is connected.
     pub connected: AtomicBool,
+    /// Entries younger than this are not trimmed ([`TRIM_AFTER`]; tests shorten it).
+    trim_after_ms: std::sync::atomic::AtomicU64,
 }
 
 struct Watched {
@@ -107,6 +109,7 @@ impl Replica {
             watched: Mutex::default(),
             changed: Notify::new(),
             connected: AtomicBool::new(false),
+            trim_after_ms: (TRIM_AFTER.as_millis() as u64).into(),
         }))
     }
 
@@ -199,6 +202,12 @@ impl Replica {
         }
     }
 
+    /// Trim entries down to this age instead of [`TRIM_AFTER`] (tests, to see a trim happen).
+    pub fn set_trim_after(&self, d: Duration) {
+        self.trim_after_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Read `room`'s stream from `last` on (its load ended there).
     pub fn watch(&self, key: String, room: &Arc<RoomHandle>, last: String) {
         self.lock().insert(
@@ -272,7 +281,11 @@ impl Replica {
             .arg(key)
             .arg(state)
             .arg(&loaded.last)
-            .arg(min_id(&loaded.last, now_ms))
+            .arg(min_id(
+                &loaded.last,
+                now_ms,
+                self.trim_after_ms.load(Ordering::Relaxed),
+            ))
             .query_async(conn)
             .await?;
         Ok(saved == 1)
@@ -328,7 +341,10 @@ impl Replica {
             };
             if keys.is_empty() {
                 // Nothing to read: still find out when Redis goes (readiness says so).
-                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+                let t = self.config.connect_timeout;
+                let _: String = tokio::time::timeout(t, redis::cmd("PING").query_async(&mut conn))
+                    .await
+                    .map_err(|_| ClusterError::Timeout(t))??;
                 tokio::select! {
                     _ = self.changed.notified() => {}
                     _ = tokio::time::sleep(BLOCK) => {}
@@ -427,11 +443,11 @@ fn newer(a: &str, b: &str) -> bool {
 }
 
 /// The `MINID` a compaction up to `upto` trims to: the entry after `upto`, but never one
-/// younger than [`TRIM_AFTER`] (entries a lagging reader may still need stay).
-fn min_id(upto: &str, now_ms: u64) -> String {
+/// younger than `keep_ms` (entries a lagging reader may still need stay).
+fn min_id(upto: &str, now_ms: u64, keep_ms: u64) -> String {
     let (ms, seq) = parse_id(upto);
     let after = (ms, seq.saturating_add(1));
-    let cap = (now_ms.saturating_sub(TRIM_AFTER.as_millis() as u64), 0);
+    let cap = (now_ms.saturating_sub(keep_ms), 0);
     let (m, s) = after.min(cap);
     format!("{m}-{s}")
 }
@@ -482,15 +498,16 @@ mod tests {
     fn trims_keep_young_entries() {
         let now = 1_000_000;
         assert_eq!(
-            min_id("900000-3", now),
+            min_id("900000-3", now, 60_000),
             "900000-4",
             "old enough: all it covers"
         );
         assert_eq!(
-            min_id("990000-0", now),
+            min_id("990000-0", now, 60_000),
             "940000-0",
             "younger than 60 s: kept"
         );
+        assert_eq!(min_id("990000-0", now, 0), "990000-1");
         assert!(newer("5-1", "5-0") && newer("10-0", "9-99") && !newer("5-0", "5-0"));
     }
 }
