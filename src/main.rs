@@ -29,12 +29,34 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Hosted rooms: `import` copies a redb store's rooms into a `cluster = "replicate"` route.
+    Rooms {
+        #[command(subcommand)]
+        command: RoomsCommand,
+    },
     /// Write a development CA (DIR/ca.pem) and certificates in certbot's layout under DIR.
     DevCerts {
         dir: PathBuf,
         /// One certificate per --name; "a.test,b.test" gives one certificate with both SANs.
         #[arg(long = "name", required = true)]
         names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomsCommand {
+    /// Copy every room of a redb store (closed: no server using it) into a replicate route's
+    /// Redis streams, so that a single node can grow into a cluster without losing documents.
+    Import {
+        /// The config naming [redis] and the route.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The redb file (a rooms route's `store`).
+        #[arg(long)]
+        store: PathBuf,
+        /// The replicate route's `path`, e.g. /collab.
+        #[arg(long)]
+        route: String,
     },
 }
 
@@ -100,6 +122,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Rooms {
+            command:
+                RoomsCommand::Import {
+                    config,
+                    store,
+                    route,
+                },
+        } => rooms_import(&config, &store, &route),
         Command::DevCerts { dir, names } => match dev_certs(&dir, &names) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -124,4 +154,35 @@ fn dev_certs(dir: &std::path::Path, names: &[String]) -> Result<(), wsedge::run:
         dir.display()
     );
     Ok(())
+}
+
+/// `wsedge rooms import`: copy a redb store's rooms into a replicate route.
+fn rooms_import(config: &std::path::Path, store: &std::path::Path, route: &str) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(wsedge::rooms::cluster::import(&config, store, route)) {
+        Ok(n) => {
+            println!("imported {n} rooms from {} into {route}", store.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("import failed: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -238,3 +238,60 @@ async fn a_compaction_trims_what_its_snapshot_covers() {
     let late = client(&b, "trimmed").await;
     assert_eq!(late.text(), expected);
 }
+
+#[tokio::test]
+async fn a_single_nodes_redb_rooms_are_imported_into_a_replicate_route() {
+    // A single node with a redb store: two rooms with content, flushed by a clean shutdown.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("rooms.redb");
+    let mut single = Edge::start(
+        "",
+        &format!(
+            "[[route]]\npath = \"/collab\"\nplain_http = true\nrooms = {{ store = \"{}\" }}\n",
+            store.display()
+        ),
+    )
+    .await;
+    for (room, text) in [("one", "first doc"), ("two", "second doc")] {
+        let mut c = client(&single, room).await;
+        c.edit(text).await;
+        assert!(c.until(|c| c.updates >= 1).await, "applied by the server");
+    }
+    assert!(single.shutdown().await);
+
+    let redis = Redis::start(free_port());
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nadmin = \"off\"\n\
+             [redis]\nurl = \"{}\"\n[[route]]\npath = \"/collab\"\nrooms = {{ cluster = \"replicate\" }}\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let run = |route: &str| {
+        std::process::Command::new(common::process::BIN)
+            .args(["rooms", "import", "-c"])
+            .arg(&config)
+            .arg("--store")
+            .arg(&store)
+            .args(["--route", route])
+            .output()
+            .unwrap()
+    };
+    let out = run("/collab");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 2 rooms"));
+    let out = run("/nowhere");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rooms route with path \"/nowhere\""));
+
+    let a = node(&redis, "a").await;
+    assert_eq!(client(&a, "one").await.text(), "first doc");
+    assert_eq!(client(&a, "two").await.text(), "second doc");
+}

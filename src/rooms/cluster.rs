@@ -383,6 +383,62 @@ impl Replica {
     }
 }
 
+/// Why `wsedge rooms import` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the config has no [redis] section")]
+    NoRedis,
+    #[error("no rooms route with path {0:?} and cluster = \"replicate\" in the config")]
+    NoRoute(String),
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
+    #[error("room {room:?}: {reason}")]
+    Room { room: String, reason: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// Copy every room of a redb store into the replicate route at `route` (its `path`): each
+/// room's whole document is appended to its stream as one update, tagged `n=import`. A CRDT
+/// merge: importing into a room that already has content keeps both, and importing twice
+/// changes nothing. Run it with the store file closed (no server using it). Returns how many
+/// rooms were copied.
+pub async fn import(
+    config: &crate::config::Config,
+    store: &std::path::Path,
+    route: &str,
+) -> Result<usize, ImportError> {
+    use super::store::RoomStore;
+    let redis = config.redis.clone().ok_or(ImportError::NoRedis)?;
+    let r = config
+        .routes
+        .iter()
+        .find(|r| {
+            r.path == route
+                && matches!(&r.action, crate::config::RouteAction::Rooms(c) if c.replicate)
+        })
+        .ok_or_else(|| ImportError::NoRoute(route.to_string()))?;
+    let replica = Replica::new(redis, "import".into())?;
+    let store = super::store::RedbStore::open(store)?;
+    let mut n = 0;
+    for room in store.rooms()? {
+        let rows = store.load(&room)?;
+        let state = super::protocol::Room::from_updates(&rows).0.try_snapshot();
+        let state = state.ok_or_else(|| ImportError::Room {
+            room: room.clone(),
+            reason: "cannot encode the document".into(),
+        })?;
+        let frame = yrs::updates::encoder::Encode::encode_v1(&yrs::sync::Message::Sync(
+            yrs::sync::SyncMessage::Update(state),
+        ));
+        replica
+            .append(&replica.key(&r.label, &room), &frame)
+            .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 impl Replica {
     /// After a (re)connect: a room whose snapshot is newer than the last id read may have lost
     /// entries to a trim; its snapshot is applied (a CRDT merge, broadcast to its clients as an

@@ -46,6 +46,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RedbStore {
+    /// Every room the file holds a log for (committed rows; for `wsedge rooms import`, on a
+    /// file no server has open).
+    pub fn rooms(&self) -> Result<Vec<String>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match r.open_table(UPDATES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut rooms: Vec<String> = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, _) = row.map_err(|e| self.err(e))?;
+            let room = k.value().0;
+            if rooms.last().map(String::as_str) != Some(room) {
+                rooms.push(room.to_string());
+            }
+        }
+        Ok(rooms)
+    }
+
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::Io {
             path: path.display().to_string(),
