@@ -127,6 +127,20 @@ fn metrics(proxy: &Proxy, certs: &CertStore) -> String {
         m.push_redis_connected
             .set(i64::from(link.connected.load(Relaxed)));
     }
+    if let Some(r) = &proxy.replica {
+        m.cluster_connected
+            .set(i64::from(r.connected.load(Relaxed)));
+        let st = &r.stats;
+        for (op, v) in [
+            ("append", &st.appends),
+            ("append_error", &st.append_errors),
+            ("applied", &st.applied),
+            ("compaction", &st.compactions),
+            ("compaction_error", &st.compaction_errors),
+        ] {
+            sync(&m.cluster_redis, labels([("op", op)]), v.load(Relaxed));
+        }
+    }
     for (name, _, not_after) in certs.expiry() {
         m.certificate_expiry
             .get_or_create(&labels([("name", &name)]))

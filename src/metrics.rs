@@ -37,6 +37,8 @@ pub struct Metrics {
     pub push_open: Family<Labels, Gauge>,
     pub push_messages: Family<Labels, Counter>,
     pub push_redis_connected: Gauge,
+    pub cluster_redis: Family<Labels, Counter>,
+    pub cluster_connected: Gauge,
     pub store_flush_seconds: Hist,
     pub store_flush_operations: Hist,
     pub store_bytes: Family<Labels, Gauge>,
@@ -73,6 +75,8 @@ impl Metrics {
             push_open: Family::default(),
             push_messages: Family::default(),
             push_redis_connected: Gauge::default(),
+            cluster_redis: Family::default(),
+            cluster_connected: Gauge::default(),
             rooms_by_connections: Family::default(),
             rooms_refusals: Family::default(),
             store_flush_seconds: Family::new_with_constructor(latency),
@@ -167,6 +171,16 @@ impl Metrics {
             "push_redis_connected",
             "1 while the push subscriber is connected to Redis ([redis] set), else 0",
             m.push_redis_connected.clone(),
+        );
+        r.register(
+            "cluster_redis",
+            "Replicated rooms' Redis work by op (append, append_error, applied: other nodes' entries applied here, compaction, compaction_error)",
+            m.cluster_redis.clone(),
+        );
+        r.register(
+            "cluster_connected",
+            "1 while the replicated rooms' stream reader is connected to Redis ([redis] set), else 0",
+            m.cluster_connected.clone(),
         );
         r.register(
             "rooms_loaded",

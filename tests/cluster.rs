@@ -59,6 +59,18 @@ async fn edits_on_one_node_reach_the_other_and_survive_unloading() {
         entries, "2",
         "one entry per update (sync requests do not travel)"
     );
+    // Metrics (per process: both nodes live here, so only lower bounds can be asserted).
+    let (_, metrics) = common::push::admin(&b, "GET", "/metrics", "").await;
+    let value = |op: &str| -> f64 {
+        let line = format!("wsedge_cluster_redis_total{{op=\"{op}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line} in {metrics}"))
+    };
+    assert!(value("append") >= 1.0 && value("applied") >= 1.0);
+    assert!(metrics.contains("wsedge_cluster_connected 1"), "{metrics}");
 
     // Everyone leaves; both nodes unload the room; a late joiner on b gets it from Redis.
     drop((on_a, on_b));

@@ -82,8 +82,21 @@ pub struct Replica {
     changed: Notify,
     /// The reader is connected.
     pub connected: AtomicBool,
+    /// Counters for metrics.
+    pub stats: ClusterStats,
     /// Entries younger than this are not trimmed ([`TRIM_AFTER`]; tests shorten it).
     trim_after_ms: std::sync::atomic::AtomicU64,
+}
+
+/// What a node's replica did, for metrics.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub appends: std::sync::atomic::AtomicU64,
+    pub append_errors: std::sync::atomic::AtomicU64,
+    /// Other nodes' entries applied here.
+    pub applied: std::sync::atomic::AtomicU64,
+    pub compactions: std::sync::atomic::AtomicU64,
+    pub compaction_errors: std::sync::atomic::AtomicU64,
 }
 
 struct Watched {
@@ -110,6 +123,7 @@ impl Replica {
             changed: Notify::new(),
             connected: AtomicBool::new(false),
             trim_after_ms: (TRIM_AFTER.as_millis() as u64).into(),
+            stats: ClusterStats::default(),
         }))
     }
 
@@ -143,16 +157,13 @@ impl Replica {
     /// Append a client's frame to the room's stream: Ok once Redis has it, with whether the
     /// room is due for a compaction ([`Replica::compact`]).
     pub async fn append(&self, key: &str, frame: &[u8]) -> Result<bool, ClusterError> {
-        let mut conn = self.commands().await?;
-        let _id: String = redis::cmd("XADD")
-            .arg(key)
-            .arg("*")
-            .arg("n")
-            .arg(&self.node)
-            .arg("f")
-            .arg(frame)
-            .query_async(&mut conn)
-            .await?;
+        let r = self.xadd(key, frame).await;
+        let counter = match &r {
+            Ok(()) => &self.stats.appends,
+            Err(_) => &self.stats.append_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        r?;
         let mut w = self.lock();
         let Some(w) = w.get_mut(key) else {
             return Ok(false);
@@ -163,6 +174,20 @@ impl Replica {
             w.appends = 0;
         }
         Ok(due)
+    }
+
+    async fn xadd(&self, key: &str, frame: &[u8]) -> Result<(), ClusterError> {
+        let mut conn = self.commands().await?;
+        let _id: String = redis::cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("n")
+            .arg(&self.node)
+            .arg("f")
+            .arg(frame)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Read a room: its snapshot's state and the stream after it (updates), and the id to read
@@ -240,6 +265,11 @@ impl Replica {
             return Ok(false);
         }
         let saved = self.compact_held(key, &mut conn).await;
+        let counter = match &saved {
+            Ok(_) => &self.stats.compactions,
+            Err(_) => &self.stats.compaction_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let _: Result<i64, _> = redis::cmd("EVAL")
             .arg(RELEASE)
             .arg(1)
@@ -372,6 +402,7 @@ impl Replica {
                     {
                         room.apply_remote(bytes::Bytes::copy_from_slice(frame))
                             .await;
+                        self.stats.applied.fetch_add(1, Ordering::Relaxed);
                     }
                     last = Some(entry.id);
                 }
