@@ -307,3 +307,45 @@ async fn a_single_nodes_redb_rooms_are_imported_into_a_replicate_route() {
     assert_eq!(client(&a, "one").await.text(), "first doc");
     assert_eq!(client(&a, "two").await.text(), "second doc");
 }
+
+#[tokio::test]
+async fn one_node_sends_a_replicated_rooms_callback() {
+    let (hook, mut calls) = common::hooks::http_endpoint(|_| (200, None)).await;
+    let redis = Redis::start(free_port());
+    let routes = format!(
+        "[[route]]\npath = \"/collab\"\nplain_http = true\nrooms = {{ cluster = \"replicate\", \
+         callback = {{ url = \"http://{hook}/cb\", debounce_wait = \"100ms\", debounce_maxwait = \"300ms\" }} }}\n"
+    );
+    let start = |id: &'static str| {
+        let routes = routes.clone();
+        let url = redis.url();
+        async move {
+            Edge::start(
+                &format!("[redis]\nurl = \"{url}\"\n[cluster]\nnode_id = \"{id}\"\n"),
+                &routes,
+            )
+            .await
+        }
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    let mut on_a = client(&a, "hooked").await;
+    let mut on_b = client(&b, "hooked").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    on_a.edit("x").await;
+    assert!(on_b.until(|c| c.text() == "x").await);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut n = 0;
+    while let Ok((_, body)) = calls.try_recv() {
+        assert!(body.contains("hooked"), "{body}");
+        n += 1;
+    }
+    assert_eq!(n, 1, "both nodes saw the change; one sent the callback");
+    on_b.edit("y").await;
+    assert!(on_a.until(|c| c.text().len() == 2).await);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut n = 0;
+    while calls.try_recv().is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 1, "a change on the other node: still one callback");
+}

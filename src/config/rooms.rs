@@ -257,10 +257,6 @@ pub fn validate(raw: &RawRooms, env: &dyn Env) -> Result<RoomsConfig, Vec<Bad>> 
         }
     }
     match callback(raw.callback.as_ref(), env) {
-        Ok(Some(_)) if replicate => bad.push((
-            "callback".into(),
-            "not built yet for cluster = \"replicate\" routes (one node, the compaction lease holder, should send it; today every node would)".into(),
-        )),
         Ok(cb) => c.callback = cb,
         Err(e) => bad.extend(e),
     }

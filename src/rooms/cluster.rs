@@ -53,6 +53,15 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1], 'upto', ARGV[2])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 return 1
 "#;
+/// Take or renew a lease: KEYS lease; ARGV node, ms. 1 if this node holds it now.
+const HOLD: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
 /// Release a lease this node holds: KEYS lease; ARGV node.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -244,6 +253,23 @@ impl Replica {
             },
         );
         self.changed.notify_one();
+    }
+
+    /// Does this node send the HTTP callback of the room of stream `key`? The first node to ask
+    /// holds the room's callback lease ([`LEASE`]) and keeps it while it goes on sending (every
+    /// node sees every change, so one sender is enough); when it stops, another takes over
+    /// once the lease expires.
+    pub async fn sends_callback(&self, key: &str) -> Result<bool, ClusterError> {
+        let mut conn = self.commands().await?;
+        let held: i64 = redis::cmd("EVAL")
+            .arg(HOLD)
+            .arg(1)
+            .arg(sibling(key, "callback"))
+            .arg(&self.node)
+            .arg(LEASE.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(held == 1)
     }
 
     /// Compact the room of stream `key` if this node gets its lease: rebuild the document from

@@ -272,6 +272,7 @@ impl Registry {
                 cfg.clone(),
                 self.client.clone(),
                 self.shutdown.clone(),
+                self.replicated(name).map(|(r, key)| (r.clone(), key)),
             ));
         }
         h
@@ -446,6 +447,8 @@ async fn run_callback(
     cfg: crate::config::rooms::Callback,
     client: HttpClient,
     shutdown: CancellationToken,
+    // A replicated room: only the node holding its callback lease sends.
+    replica: Option<(Arc<super::cluster::Replica>, String)>,
 ) {
     let mut d = callback::Debounce::new(cfg.debounce_wait, cfg.debounce_maxwait);
     loop {
@@ -467,6 +470,16 @@ async fn run_callback(
         };
         if d.due().is_some() {
             d.fired();
+            if let Some((r, key)) = &replica {
+                match r.sends_callback(key).await {
+                    Ok(true) => {}
+                    Ok(false) => continue, // another node sends it
+                    Err(e) => {
+                        tracing::warn!(room = %h.name, error = %e, "room callback skipped: Redis unreachable");
+                        continue;
+                    }
+                }
+            }
             let Some(state) = h.with(|r| callback::state_of(r.doc())).await else {
                 continue;
             };
