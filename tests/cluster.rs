@@ -349,3 +349,50 @@ async fn one_node_sends_a_replicated_rooms_callback() {
     }
     assert_eq!(n, 1, "a change on the other node: still one callback");
 }
+
+#[tokio::test]
+async fn open_rooms_close_1011_after_the_outage_grace_and_reopen_after() {
+    let port = free_port();
+    let redis = Redis::start(port);
+    let a = Edge::start(
+        &format!(
+            "[redis]\nurl = \"{}\"\n[cluster]\nnode_id = \"a\"\noutage_grace = \"1s\"\n",
+            redis.url()
+        ),
+        "[[route]]\npath = \"/collab\"\nplain_http = true\nrooms = { cluster = \"replicate\" }\n",
+    )
+    .await;
+    let mut c = client(&a, "outage").await;
+    c.edit("before").await;
+    assert!(c.until(|c| c.updates >= 1).await);
+    drop(redis);
+    assert_eq!(
+        c.close_code().await,
+        Some(1011),
+        "closed once the grace passed"
+    );
+    let r = YClient::connect(&a, "/collab/outage", &[]).await;
+    assert_eq!(
+        yclient::refused_status(r),
+        503,
+        "refused while Redis is away"
+    );
+    // Redis is back (empty: this one keeps nothing): the room loads afresh and works again.
+    let _redis = Redis::start(port);
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(mut c) = YClient::connect(&a, "/collab/outage", &[]).await
+            && c.until(|c| c.synced).await
+        {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = again.expect("joins work again once Redis is back");
+    c.edit("after").await;
+    assert!(
+        c.until(|c| c.updates >= 1).await,
+        "an edit is acknowledged again"
+    );
+}

@@ -42,6 +42,9 @@ pub struct Config {
     /// This node's name among others on the same Redis (`[cluster] node_id`; default
     /// `<hostname>:<https port>`).
     pub node_id: String,
+    /// How long replicated rooms stay open while Redis is unreachable before their sockets are
+    /// closed 1011 (`[cluster] outage_grace`, default 10 s).
+    pub outage_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]

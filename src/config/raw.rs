@@ -24,6 +24,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub node_id: Option<String>,
+    pub outage_grace: Option<super::units::ConfDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -266,12 +266,18 @@ impl Validator<'_> {
                 "\"replicate\" keeps rooms in Redis: it needs a [redis] section",
             );
         }
+        let outage_grace = raw
+            .cluster
+            .as_ref()
+            .and_then(|c| c.get_ref().outage_grace)
+            .map_or(Duration::from_secs(10), |d| d.0);
         Config {
             server,
             limits,
             routes,
             redis,
             node_id,
+            outage_grace,
         }
     }
 

@@ -83,12 +83,15 @@ impl Proxy {
         let state = State::build(config, None, &shutdown, &open_store)?;
         let replica = match &config.redis {
             Some(r) => Some(
-                crate::rooms::cluster::Replica::new(r.clone(), config.node_id.clone()).map_err(
-                    |e| crate::rooms::store::StoreError::Io {
-                        path: "redis".into(),
-                        reason: e.to_string(),
-                    },
-                )?,
+                crate::rooms::cluster::Replica::new(
+                    r.clone(),
+                    config.node_id.clone(),
+                    config.outage_grace,
+                )
+                .map_err(|e| crate::rooms::store::StoreError::Io {
+                    path: "redis".into(),
+                    reason: e.to_string(),
+                })?,
             ),
             None => None,
         };

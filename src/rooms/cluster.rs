@@ -82,6 +82,8 @@ pub enum ClusterError {
 /// This node's link to the shared rooms.
 pub struct Replica {
     node: String,
+    /// How long the reader may stay disconnected before the loaded rooms are closed (1011).
+    outage_grace: Duration,
     config: RedisConfig,
     client: redis::Client,
     commands: OnceCell<redis::aio::ConnectionManager>,
@@ -91,6 +93,9 @@ pub struct Replica {
     changed: Notify,
     /// The reader is connected.
     pub connected: AtomicBool,
+    /// The reader lost Redis (or could not reach it) and has not reconnected: joins are refused
+    /// (false before its first attempt: a load finds out by itself).
+    pub down: AtomicBool,
     /// Counters for metrics.
     pub stats: ClusterStats,
     /// Entries younger than this are not trimmed ([`TRIM_AFTER`]; tests shorten it).
@@ -122,8 +127,13 @@ pub struct Loaded {
 }
 
 impl Replica {
-    pub fn new(config: RedisConfig, node: String) -> Result<Arc<Replica>, ClusterError> {
+    pub fn new(
+        config: RedisConfig,
+        node: String,
+        outage_grace: Duration,
+    ) -> Result<Arc<Replica>, ClusterError> {
         Ok(Arc::new(Replica {
+            outage_grace,
             client: redis::Client::open(config.url.as_str())?,
             node,
             config,
@@ -131,6 +141,7 @@ impl Replica {
             watched: Mutex::default(),
             changed: Notify::new(),
             connected: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             trim_after_ms: (TRIM_AFTER.as_millis() as u64).into(),
             stats: ClusterStats::default(),
         }))
@@ -347,6 +358,23 @@ impl Replica {
         Ok(saved == 1)
     }
 
+    /// Redis stayed unreachable past the grace: close every loaded replicated room under its
+    /// clients (1011; they reconnect, and are refused 503 until Redis is back) and read their
+    /// streams no more (a later join loads the room afresh).
+    fn evict(&self) {
+        let rooms: Vec<Arc<RoomHandle>> = self
+            .lock()
+            .drain()
+            .filter_map(|(_, w)| w.room.upgrade())
+            .collect();
+        if !rooms.is_empty() {
+            tracing::warn!(rooms = rooms.len(), grace = ?self.outage_grace, "cluster: Redis unreachable past the grace; closing replicated rooms");
+        }
+        for room in rooms {
+            room.feed.close();
+        }
+    }
+
     /// The room unloaded: its stream is read no more.
     pub fn unwatch(&self, key: &str) {
         self.lock().remove(key);
@@ -360,14 +388,23 @@ impl Replica {
     /// entries to their rooms. Reconnects with backoff (100 ms to 5 s) after an error.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut down_since: Option<tokio::time::Instant> = None;
         loop {
             let r = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.read_until_error() => r,
             };
-            self.connected.store(false, Ordering::Relaxed);
+            self.down.store(true, Ordering::Relaxed);
+            if self.connected.swap(false, Ordering::Relaxed) {
+                down_since = Some(tokio::time::Instant::now()); // it had connected: a new outage
+                backoff = Duration::from_millis(100);
+            }
+            let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
             if let Err(e) = r {
                 tracing::warn!(error = %e, retry_in = ?backoff, "cluster: stream reader lost Redis");
+            }
+            if since.elapsed() >= self.outage_grace {
+                self.evict();
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -388,6 +425,7 @@ impl Replica {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?;
         self.connected.store(true, Ordering::Relaxed);
+        self.down.store(false, Ordering::Relaxed);
         self.catch_up(&mut conn).await?;
         loop {
             let (keys, ids): (Vec<String>, Vec<String>) = {
@@ -475,7 +513,7 @@ pub async fn import(
                 && matches!(&r.action, crate::config::RouteAction::Rooms(c) if c.replicate)
         })
         .ok_or_else(|| ImportError::NoRoute(route.to_string()))?;
-    let replica = Replica::new(redis, "import".into())?;
+    let replica = Replica::new(redis, "import".into(), Duration::from_secs(10))?;
     let store = super::store::RedbStore::open(store)?;
     let mut n = 0;
     for room in store.rooms()? {
@@ -591,6 +629,7 @@ mod tests {
                 auth_channel: "a".into(),
             },
             "n1".into(),
+            Duration::from_secs(10),
         )
         .unwrap();
         assert_eq!(r.key("/collab", "doc-1"), "wsedge:room:{/collab|doc-1}:log");

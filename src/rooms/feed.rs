@@ -51,6 +51,8 @@ struct Log {
     /// Compactions that merged entries, and ones that had to drop them (for tests and metrics).
     merges: u64,
     resets: u64,
+    /// The room was closed under its readers (a replicated room whose Redis is gone).
+    closed: bool,
 }
 
 struct Entry {
@@ -65,6 +67,8 @@ pub enum Read {
     Frames(Vec<Bytes>, bool),
     /// The reader fell behind what the log keeps: it needs the whole document.
     Behind,
+    /// The room was closed ([`Feed::close`]): the connection ends.
+    Closed,
 }
 
 /// One connection's place in its room's feed.
@@ -132,6 +136,16 @@ impl Feed {
             }
         }
         self.tail.send_replace(());
+    }
+
+    /// Close the room under its readers: each one's next read is [`Read::Closed`].
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.tail.send_replace(());
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// The sequence number the next entry will get: where a reader that has just been sent the
@@ -264,6 +278,9 @@ impl Cursor {
     pub fn read(&mut self, max_bytes: usize) -> Read {
         self.rx.borrow_and_update();
         let mut log = self.feed.lock();
+        if log.closed {
+            return Read::Closed;
+        }
         if self.next < log.base {
             return Read::Behind;
         }

@@ -82,8 +82,22 @@ fn drain(c: &mut Cursor, max: usize) -> Vec<Bytes> {
                 }
             }
             Read::Behind => panic!("behind"),
+            Read::Closed => panic!("closed"),
         }
     }
+}
+
+#[test]
+fn a_closed_feed_ends_every_reader() {
+    let feed = Feed::new(1 << 20);
+    let mut a = feed.subscribe();
+    feed.publish(Bytes::from_static(b"x"));
+    feed.close();
+    assert!(
+        matches!(a.read(1024), Read::Closed),
+        "even with frames waiting"
+    );
+    assert!(feed.is_closed());
 }
 
 #[test]

@@ -141,10 +141,27 @@ impl Registry {
     /// new edits be written over the stored document. The map is never locked across I/O: a
     /// room being loaded or unloaded is marked busy, and joins of it wait for that to end.
     pub async fn join(self: &Arc<Self>, name: &str) -> Result<Arc<RoomHandle>, JoinError> {
+        // A replicated room is not served from a copy Redis cannot confirm.
+        if let Some((r, _)) = self.replicated(name)
+            && r.down.load(Ordering::Relaxed)
+        {
+            crate::metrics::room_refusal(&self.label, "load_failed");
+            return Err(JoinError::Store(StoreError::Io {
+                path: "redis".into(),
+                reason: "Redis unreachable".into(),
+            }));
+        }
         let done = loop {
             let mut wait = {
                 let mut rooms = self.lock();
                 match rooms.get(name) {
+                    // Closed by a Redis outage (`cluster::Replica::evict`): loaded afresh.
+                    Some(Slot::Ready(h)) if h.feed.is_closed() => {
+                        h.stop.cancel();
+                        rooms.remove(name);
+                        self.loaded.store(rooms.len(), Ordering::Relaxed);
+                        continue;
+                    }
                     Some(Slot::Ready(h)) => {
                         h.conns.fetch_add(1, Ordering::Relaxed);
                         h.generation.fetch_add(1, Ordering::Relaxed);

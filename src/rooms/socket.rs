@@ -269,6 +269,9 @@ impl Handler for RoomSocket<'_> {
                 }
                 Flow::Continue
             }
+            // A replicated room whose Redis stayed unreachable past the grace: its copy may be
+            // stale, and nothing written now could be acknowledged.
+            Read::Closed => Flow::Close(close::INTERNAL_ERROR, "room closed: Redis unreachable"),
             // Fell behind what the room keeps: the whole document, once there is room for it
             // in the budget.
             Read::Behind => match budget(s, s.room.size()).await {
