@@ -121,27 +121,6 @@ async fn room_state_survives_a_restart_with_a_redb_store() {
 }
 
 /// Run `scenarios.mjs` with `args`; its JSON line.
-async fn scenario(args: Vec<String>) -> serde_json::Value {
-    let dir = ensure_node_modules();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("scenarios.mjs"))
-            .args(&args)
-            .current_dir(&dir)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_providers_making_fifty_edits_each_converge() {
     let edge = Edge::start(
@@ -150,7 +129,7 @@ async fn twenty_providers_making_fifty_edits_each_converge() {
     )
     .await;
     let url = format!("ws://{}/wss", edge.http);
-    let r = scenario(vec![
+    let r = js_scenario(vec![
         "many".into(),
         url,
         "crowd".into(),
@@ -189,7 +168,7 @@ async fn read_only_and_refused_tokens_with_the_real_provider() {
         serde_json::json!({"exp": exp(600), "rooms": ["other"]}),
         SECRET,
     );
-    let r = scenario(vec!["auth".into(), url, "doc".into(), rw, ro, bad]).await;
+    let r = js_scenario(vec!["auth".into(), url, "doc".into(), rw, ro, bad]).await;
     assert_eq!(r["readOnlyReceives"], true, "{r}");
     assert_eq!(r["readOnlyDenied"], true, "{r}");
     assert_eq!(
@@ -219,7 +198,7 @@ async fn the_callback_fires_with_y_websocket_server_json() {
     )
     .await;
     let url = format!("ws://{}/wss", edge.http);
-    let r = scenario(vec!["edit".into(), url, "cb".into(), "hello".into()]).await;
+    let r = js_scenario(vec!["edit".into(), url, "cb".into(), "hello".into()]).await;
     assert_eq!(r["done"], true);
     let (_, body) = tokio::time::timeout(WAIT, posts.recv())
         .await
@@ -246,7 +225,7 @@ async fn awareness_reappears_within_two_seconds_of_a_reconnect() {
     )
     .await;
     let url = format!("ws://{}/wss", edge.http);
-    let r = scenario(vec!["awareness".into(), url, "cursors".into()]).await;
+    let r = js_scenario(vec!["awareness".into(), url, "cursors".into()]).await;
     assert_eq!(r["removedAtA"], true, "{r}");
     let ms = r["reappearMs"].as_u64().expect("reappeared");
     eprintln!("awareness reappeared {ms} ms after the reconnect");
@@ -263,7 +242,7 @@ async fn a_providers_first_sync_of_an_8_mib_document_passes_the_defaults() {
     )
     .await;
     let url = format!("ws://{}/wss", edge.http);
-    let r = scenario(vec!["bigsync".into(), url, "big".into(), "8".into()]).await;
+    let r = js_scenario(vec!["bigsync".into(), url, "big".into(), "8".into()]).await;
     assert_eq!(r["bLen"], 8 << 20, "{r}");
     assert_eq!(r["aConnected"], true, "{r}");
     assert!(r["updateBytes"].as_u64().unwrap() > 8 << 20, "{r}");

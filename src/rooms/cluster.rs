@@ -196,18 +196,28 @@ impl Replica {
         Ok(due)
     }
 
+    /// `XADD`, tried a second time after a dropped connection (Redis restarted: the connection
+    /// manager reconnects). A retry may store the frame twice; applying an update twice changes
+    /// nothing, so only a refusal or a second failure reaches the writer.
     async fn xadd(&self, key: &str, frame: &[u8]) -> Result<(), ClusterError> {
         let mut conn = self.commands().await?;
-        let _id: String = redis::cmd("XADD")
+        let cmd = redis::cmd("XADD")
             .arg(key)
             .arg("*")
             .arg("n")
             .arg(&self.node)
             .arg("f")
             .arg(frame)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+            .clone();
+        match cmd.query_async::<String>(&mut conn).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
+                tracing::debug!(error = %e, "cluster: XADD retried after a dropped connection");
+                cmd.query_async::<String>(&mut conn).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Read a room: its snapshot's state and the stream after it (updates), and the id to read

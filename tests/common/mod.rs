@@ -352,3 +352,26 @@ pub fn js_modules(needs: &[&str]) -> std::path::PathBuf {
     }
     dir
 }
+
+/// Run `tests/js/scenarios.mjs` with `args` under Node (the real `yjs` + `y-websocket`): the
+/// JSON line it prints last.
+pub async fn js_scenario(args: Vec<String>) -> serde_json::Value {
+    let dir = js_modules(&["y-websocket", "yjs", "ws"]);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(dir.join("scenarios.mjs"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}

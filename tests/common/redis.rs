@@ -12,9 +12,31 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(port: u16) -> Redis {
+        Self::start_with(port, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// With AOF in `dir`, every write fsynced (`appendfsync always`): a restart keeps all.
+    pub fn start_aof(port: u16, dir: &std::path::Path) -> Redis {
+        let dir = dir.display().to_string();
+        Self::start_with(
+            port,
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                &dir,
+            ],
+        )
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> Redis {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,5 +1,7 @@
 // More real-client scenarios against a wsedge rooms route. Each prints one JSON line.
 //   node scenarios.mjs many URL ROOM CLIENTS EDITS   concurrent edits from many providers converge
+//                                                   (URL may list several, comma-separated: client
+//                                                   i uses URL i mod n, the late joiner the last)
 //   node scenarios.mjs auth URL ROOM RW RO BAD       tokens via the provider's `params` option
 //   node scenarios.mjs edit URL ROOM TEXT            one Y.Text + Y.Map edit (for the callback)
 //   node scenarios.mjs awareness URL ROOM            a provider reconnects: how soon the other sees it
@@ -14,8 +16,9 @@ setTimeout(() => {
   console.log(JSON.stringify({ ...result, error: 'timeout' }))
   process.exit(1)
 }, 60000)
-const connect = (doc, params = {}) =>
-  new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true, params })
+const urls = url.split(',')
+const connect = (doc, params = {}, at = urls[0]) =>
+  new WebsocketProvider(at, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true, params })
 const synced = (p) => new Promise((resolve) => {
   if (p.synced) return resolve()
   p.once('sync', (s) => s && resolve())
@@ -26,7 +29,7 @@ const until = async (check) => { while (!check()) await sleep(20) }
 if (mode === 'many') {
   const [n, m] = rest.map(Number)
   const docs = Array.from({ length: n }, () => new Y.Doc())
-  const providers = docs.map((d) => connect(d))
+  const providers = docs.map((d, i) => connect(d, {}, urls[i % urls.length]))
   await Promise.all(providers.map(synced))
   // Every client edits concurrently: text at random positions, one map key per edit.
   await Promise.all(docs.map(async (doc, i) => {
@@ -50,7 +53,7 @@ if (mode === 'many') {
   result.sameCharacters = sorted(texts[0]) === sorted(expected)
   // A late joiner gets the same document from the server.
   const late = new Y.Doc()
-  const lp = connect(late)
+  const lp = connect(late, {}, urls[urls.length - 1])
   await synced(lp)
   await until(() => late.getMap('m').size === n * m)
   result.lateEqual = late.getText('t').toString() === texts[0]
