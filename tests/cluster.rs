@@ -396,3 +396,43 @@ async fn open_rooms_close_1011_after_the_outage_grace_and_reopen_after() {
         "an edit is acknowledged again"
     );
 }
+
+#[tokio::test]
+async fn a_paused_redis_refuses_writers_within_the_timeout_and_nothing_piles_up() {
+    let redis = Redis::start(free_port());
+    let a = Edge::start(
+        &format!(
+            "[redis]\nurl = \"{}\"\nconnect_timeout = \"1s\"\n[cluster]\nnode_id = \"a\"\n",
+            redis.url()
+        ),
+        "[[route]]\npath = \"/collab\"\nplain_http = true\nrooms = { cluster = \"replicate\" }\n",
+    )
+    .await;
+    let mut writer = client(&a, "paused").await;
+    let mut reader = client(&a, "paused").await;
+    redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+    let t = std::time::Instant::now();
+    // One frame at a time is in flight per socket; the next waits in the socket's own buffers.
+    for i in 0..50 {
+        writer.edit(&format!("{i}")).await;
+    }
+    assert_eq!(
+        writer.close_code().await,
+        Some(1011),
+        "not acknowledged: closed"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2900),
+        "refused at the command timeout, not when the pause ends: {:?}",
+        t.elapsed()
+    );
+    reader.drain(300).await;
+    assert_eq!(reader.text(), "", "nothing was broadcast");
+    let (_, metrics) = common::push::admin(&a, "GET", "/metrics", "").await;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wsedge_cluster_redis_total{op=\"append_error\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "the refused append is counted: {errors}");
+}
