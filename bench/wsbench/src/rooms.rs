@@ -38,6 +38,14 @@ pub struct Opts {
     /// The room's URL, e.g. ws://127.0.0.1:8080/wss/bench.
     #[arg(long)]
     pub url: String,
+    /// The same room on another node (`cluster = "replicate"`): every second subscriber joins
+    /// it there, the writer stays on `url`.
+    #[arg(long)]
+    pub other_url: Option<String>,
+    /// Where the writer connects (default `url`): the same room on another node, so that every
+    /// subscriber is reached through the cluster.
+    #[arg(long)]
+    pub writer_url: Option<String>,
     #[arg(long, default_value_t = 500)]
     pub subs: usize,
     /// Updates per second the writer offers.
@@ -315,8 +323,16 @@ pub async fn run(o: Opts) {
     // Subscribers: at most 100 handshakes at a time.
     let sem = Arc::new(tokio::sync::Semaphore::new(100));
     let mut subs = Vec::new();
+    let other = match &o.other_url {
+        Some(u) => Some((u.clone(), resolve(u).await)),
+        None => None,
+    };
     for i in 0..o.subs {
-        let (url, shared, ready) = (o.url.clone(), shared.clone(), ready_tx.clone());
+        let (url, addr) = match (&other, i % 2) {
+            (Some((u, a)), 1) => (u.clone(), *a),
+            _ => (o.url.clone(), addr),
+        };
+        let (shared, ready) = (shared.clone(), ready_tx.clone());
         let (total, stop, sem) = (total_rx.clone(), stop_rx.clone(), sem.clone());
         subs.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.unwrap();
@@ -339,8 +355,11 @@ pub async fn run(o: Opts) {
     }
 
     // The writer: its own connection, whose echoes are read and dropped.
-    let tcp = connect_from(0, addr).await.expect("writer connect");
-    let req = o.url.clone().into_client_request().unwrap();
+    let writer_url = o.writer_url.clone().unwrap_or_else(|| o.url.clone());
+    let tcp = connect_from(0, resolve(&writer_url).await)
+        .await
+        .expect("writer connect");
+    let req = writer_url.into_client_request().unwrap();
     let (ws, _) = tokio_tungstenite::client_async(req, tcp)
         .await
         .expect("writer handshake");
